@@ -1,0 +1,7 @@
+"""``python -m circus_plugins`` does what ``circus-plugin`` does."""
+import sys
+
+from .cli import main
+
+if __name__ == '__main__':
+    sys.exit(main())

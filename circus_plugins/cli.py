@@ -1,0 +1,135 @@
+"""The ``circus-plugin`` command: run one plugin against a circusd.
+
+It takes circus 0.19's flags, so ``circus-plugin`` is a drop-in for circus's own runner,
+plus ``--ini PATH NAME`` to run a ``[plugin:NAME]`` section of a circus.ini as circusd would.
+Bad input ends it with one line on stderr and exit status 2.
+"""
+import argparse
+import logging
+import logging.handlers
+import sys
+import traceback
+from typing import List, Optional
+from urllib.parse import urlparse
+
+from . import __version__
+from ._loader import load_plugin_class
+from .config import (DEFAULT_CHECK_DELAY, DEFAULT_ENDPOINT, DEFAULT_PUBSUB, decode_config,
+                     read_ini_plugin, to_number)
+from .errors import CircusPluginError, ConfigError
+
+log = logging.getLogger('circus_plugins')
+
+LOG_FORMAT = '%(asctime)s %(name)s[%(process)d] [%(levelname)s] %(message)s'
+LOG_DATE_FORMAT = '%Y-%m-%d %H:%M:%S'
+_LEVELS = ('critical', 'error', 'warning', 'info', 'debug')
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='circus-plugin', description='Runs a plugin.')
+    parser.add_argument('--endpoint', help='circusd command endpoint (default %s)'
+                        % DEFAULT_ENDPOINT)
+    parser.add_argument('--pubsub', help='circusd pub/sub endpoint (default %s)'
+                        % DEFAULT_PUBSUB)
+    parser.add_argument('--config', help='plugin options, key:value:::key2:value2 '
+                        'or a JSON object')
+    parser.add_argument('--check-delay', help='check delay in seconds (default %s)'
+                        % DEFAULT_CHECK_DELAY)
+    parser.add_argument('--log-level', dest='loglevel', default='info',
+                        help='log level: %s (default info)' % ', '.join(_LEVELS))
+    parser.add_argument('--log-output', dest='logoutput', default='-',
+                        help='"-" (stderr), "stdout", syslog://host:port?facility '
+                        'or a file path (default -)')
+    parser.add_argument('--ssh', default=None, help='SSH server user@host:port')
+    parser.add_argument('--ini', nargs=2, metavar=('PATH', 'NAME'),
+                        help='run section [plugin:NAME] of the circus.ini at PATH')
+    parser.add_argument('--version', action='store_true',
+                        help='print the version and exit')
+    parser.add_argument('plugin', nargs='?',
+                        help='the plugin class: package.module.Class or package.module:Class')
+    return parser
+
+
+def configure_logging(level: str, output: str) -> None:
+    """Send the root logger's records to ``output`` at ``level``, in circus's format."""
+    if level.lower() not in _LEVELS:
+        raise ConfigError('--log-level: %r is not one of %s' % (level, ', '.join(_LEVELS)))
+    if output == '-':
+        handler = logging.StreamHandler(sys.stderr)
+    elif output == 'stdout':
+        handler = logging.StreamHandler(sys.stdout)
+    elif output.startswith('syslog://'):
+        url = urlparse(output)
+        address = (url.hostname, url.port or 514) if url.netloc else url.path
+        facility = url.query or 'user'
+        if facility not in logging.handlers.SysLogHandler.facility_names:
+            raise ConfigError('--log-output: unknown syslog facility %r' % facility)
+        handler = logging.handlers.SysLogHandler(address=address, facility=facility)
+    else:
+        try:
+            handler = logging.handlers.WatchedFileHandler(output)
+        except OSError as exc:
+            raise ConfigError('--log-output: cannot open %r: %s' % (output, exc)) from None
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``circus-plugin`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(__version__)
+        return 0
+    debug = args.loglevel.lower() == 'debug'
+    try:
+        configure_logging(args.loglevel, args.logoutput)
+        plugin = _build(parser, args)
+    except CircusPluginError as exc:
+        return _fail(exc, debug)
+    except Exception as exc:  # a plugin's own constructor refusing its options
+        return _fail('%s: %s' % (type(exc).__name__, exc), debug)
+    log.info('Starting')
+    status = 0
+    try:
+        plugin.start()
+    except Exception as exc:
+        log.error('plugin %s failed: %s', plugin._label, exc, exc_info=debug)
+        status = 1
+    finally:
+        log.info('Stopping')
+        plugin.stop()
+    return status
+
+
+def _build(parser, args):
+    name, config = args.plugin, {}
+    endpoint, pubsub, check_delay = DEFAULT_ENDPOINT, DEFAULT_PUBSUB, DEFAULT_CHECK_DELAY
+    if args.ini:
+        if name:
+            raise ConfigError('give either a plugin name or --ini, not both')
+        ini = read_ini_plugin(*args.ini)
+        name, config = ini.use, ini.config
+        endpoint, pubsub, check_delay = ini.endpoint, ini.pubsub_endpoint, ini.check_delay
+    elif not name:
+        parser.print_usage(sys.stderr)
+        raise ConfigError('no plugin given: name a plugin class or use --ini PATH NAME')
+    config.update(decode_config(args.config))
+    endpoint = args.endpoint or endpoint
+    pubsub = args.pubsub or pubsub
+    if args.check_delay is not None:
+        check_delay = to_number(args.check_delay, '--check-delay', minimum=0)
+    factory = load_plugin_class(name)
+    log.info('Loading the plugin...')
+    log.info('Endpoint: %r', endpoint)
+    log.info('Pub/sub: %r', pubsub)
+    return factory(endpoint, pubsub, check_delay, args.ssh, **config)
+
+
+def _fail(problem, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print('circus-plugin: error: %s' % problem, file=sys.stderr)
+    return 2

@@ -1,0 +1,170 @@
+"""Plugin options: the ``--config`` codec, ``get_plugin_cmd`` and circus.ini sections.
+
+circusd 0.19 hands a plugin its ``[plugin:NAME]`` options on the command line as one
+``--config key:value:::key2:value2`` argument, and builds that command line without quoting
+it, so a value with a space, a ``:::`` or a quote breaks. :func:`encode_config` keeps
+circus's form whenever it round-trips exactly and falls back to a JSON object otherwise;
+:func:`decode_config` reads both, and :func:`get_plugin_cmd` quotes every argument.
+"""
+import configparser
+import json
+import shlex
+import sys
+from typing import Any, Dict, Mapping, NamedTuple, Optional
+
+from ._loader import load_plugin_class
+from .errors import ConfigError
+
+#: circusd's defaults, used where a circus.ini or the command line leaves them out.
+DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5555'
+DEFAULT_PUBSUB = 'tcp://127.0.0.1:5556'
+DEFAULT_CHECK_DELAY = 5.0
+
+_TRUE = {'1', 'true', 'yes', 'on', 'y', 't'}
+_FALSE = {'0', 'false', 'no', 'off', 'n', 'f', ''}
+
+
+def to_bool(value: Any, option: str = 'value') -> bool:
+    """Read a boolean option the way circus does (``true``/``1``/``yes``/``on``...)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError('option %r: %r is not a boolean' % (option, value))
+
+
+def to_number(value: Any, option: str, *, minimum: Optional[float] = None,
+              integer: bool = False) -> float:
+    """Convert an option to ``float`` (or ``int``), refusing junk with a :class:`ConfigError`."""
+    try:
+        number = int(str(value).strip()) if integer else float(value)
+    except (TypeError, ValueError):
+        kind = 'an integer' if integer else 'a number'
+        raise ConfigError('option %r: %r is not %s' % (option, value, kind)) from None
+    if minimum is not None and number < minimum:
+        raise ConfigError('option %r: %r is below %s' % (option, value, minimum))
+    return number
+
+
+def _circus_form(config: Mapping[str, str]) -> str:
+    return ':::'.join('%s:%s' % item for item in sorted(config.items()))
+
+
+def encode_config(config: Mapping[str, Any]) -> str:
+    """Encode a mapping of options as one ``--config`` argument.
+
+    Produces circus's ``key:value:::key2:value2`` when that decodes back to exactly the same
+    strings (so circus 0.19's own runner reads it too), and a JSON object otherwise.
+    """
+    config = {str(k): str(v) for k, v in config.items()}
+    text = _circus_form(config)
+    try:
+        if text.isascii() and decode_config(text) == config:
+            return text
+    except ConfigError:
+        pass
+    return json.dumps(config, sort_keys=True)
+
+
+def decode_config(text: Optional[str]) -> Dict[str, str]:
+    """Decode a ``--config`` argument made by :func:`encode_config` or by circus 0.19.
+
+    Raises :class:`ConfigError` naming the part it cannot read.
+    """
+    if not text:
+        return {}
+    if text.lstrip().startswith('{'):
+        try:
+            config = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError('--config: %r is not a valid JSON object: %s'
+                              % (text, exc)) from None
+        if not isinstance(config, dict):
+            raise ConfigError('--config: %r is not a JSON object' % text)
+        return {str(k): v if isinstance(v, str) else json.dumps(v)
+                for k, v in config.items()}
+    config = {}
+    for item in text.split(':::'):
+        key, sep, value = item.partition(':')
+        if not sep or not key.strip():
+            raise ConfigError('--config: item %r is not of the form key:value' % item)
+        config[key.strip()] = value.strip()
+    return config
+
+
+def get_plugin_cmd(config: Mapping[str, Any], endpoint: str, pubsub: str,
+                   check_delay: float, ssh_server: Optional[str],
+                   debug: bool = False, loglevel: Optional[str] = None,
+                   logoutput: Optional[str] = None) -> str:
+    """Build the shell-quoted command line that runs a plugin with ``circus-plugin``.
+
+    ``config`` is a ``[plugin:NAME]`` section as a mapping: ``use`` names the plugin class
+    and every other key is an option. Unlike circus 0.19's, every argument is quoted, so
+    each value reaches the plugin intact, ``check_delay`` (seconds) is passed on, and
+    ``config`` is not modified. Raises :class:`PluginLoadError` if ``use`` does not import.
+    """
+    if 'use' not in config:
+        raise ConfigError('plugin %r: the "use" option is missing'
+                          % config.get('name', '?'))
+    fqn = config['use']
+    load_plugin_class(fqn)
+    options = {k: v for k, v in config.items() if k != 'use'}
+    args = [sys.executable, '-m', 'circus_plugins', '--endpoint', endpoint,
+            '--pubsub', pubsub, '--check-delay', str(float(check_delay))]
+    if ssh_server is not None:
+        args += ['--ssh', ssh_server]
+    if options:
+        args += ['--config', encode_config(options)]
+    if debug:
+        args += ['--log-level', 'debug']
+    elif loglevel:
+        args += ['--log-level', loglevel]
+    if logoutput:
+        args += ['--log-output', logoutput]
+    args.append(fqn)
+    return ' '.join(shlex.quote(str(arg)) for arg in args)
+
+
+class IniPlugin(NamedTuple):
+    """A ``[plugin:NAME]`` section of a circus.ini and the endpoints of its ``[circus]``."""
+    use: str
+    config: Dict[str, str]
+    endpoint: str
+    pubsub_endpoint: str
+    check_delay: float
+
+
+def read_ini_plugin(path: str, name: str) -> IniPlugin:
+    """Read section ``[plugin:NAME]`` of the circus.ini at ``path``.
+
+    The options are those circusd would hand the plugin: the section's keys less ``use``,
+    plus ``name`` set to ``plugin:NAME``. Endpoints and check delay come from ``[circus]``,
+    with circusd's defaults where absent.
+    """
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path, encoding='utf-8') as ini:
+            parser.read_file(ini)
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError('--ini %r: %s' % (path, exc)) from None
+    section = 'plugin:%s' % name
+    if not parser.has_section(section):
+        raise ConfigError('--ini %r: no [%s] section' % (path, section))
+    config = dict(parser.items(section))
+    if 'use' not in config:
+        raise ConfigError('--ini %r: [%s] has no "use" option' % (path, section))
+    use = config.pop('use')
+    config['name'] = section
+
+    def circus(option, default):
+        if parser.has_option('circus', option):
+            return parser.get('circus', option)
+        return default
+
+    check_delay = to_number(circus('check_delay', DEFAULT_CHECK_DELAY),
+                            'check_delay', minimum=0)
+    return IniPlugin(use, config, circus('endpoint', DEFAULT_ENDPOINT),
+                     circus('pubsub_endpoint', DEFAULT_PUBSUB), check_delay)

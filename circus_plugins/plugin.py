@@ -1,0 +1,423 @@
+"""The :class:`CircusPlugin` base class.
+
+A plugin is a thread running its own tornado :class:`~tornado.ioloop.IOLoop`
+(:attr:`CircusPlugin.loop`). That thread owns two ZeroMQ sockets: a SUB socket
+subscribed to circusd's ``watcher.`` events, and a DEALER socket that sends commands to
+circusd and receives the replies. No other thread touches them: :meth:`~CircusPlugin.call`,
+:meth:`~CircusPlugin.cast` and :meth:`~CircusPlugin.stop` hand their work to the loop with
+:meth:`IOLoop.add_callback <tornado.ioloop.IOLoop.add_callback>`.
+
+Write a plugin by subclassing and implementing :meth:`~CircusPlugin.handle_recv`::
+
+    from circus_plugins import CircusPlugin
+
+    class Printer(CircusPlugin):
+        name = 'printer'
+
+        def handle_recv(self, data):
+            watcher, action, msg = self.split_data(data)
+            print(watcher, action, self.load_message(msg))
+"""
+import asyncio
+import inspect
+import json
+import logging
+import signal
+import threading
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import TimeoutError as ThreadTimeout
+from typing import Any, Dict, Optional, Tuple, Union
+
+import zmq
+from tornado.ioloop import IOLoop
+
+from ._client import Client
+from .config import to_bool, to_number
+from .errors import CallError, ConfigError
+
+log = logging.getLogger('circus_plugins')
+
+#: Events handled in one wake-up of the loop before timers and replies get a turn.
+_BURST = 512
+
+_BASE_ARGS = ('endpoint', 'pubsub_endpoint', 'check_delay', 'ssh_server')
+
+
+class _Interrupted(BaseException):
+    """Raised by our SIGTERM/SIGINT handler to end :meth:`CircusPlugin.start`'s wait."""
+
+
+class _PluginMeta(type):
+    """Lets both constructor styles work with every runner.
+
+    circusd's runner calls ``Plugin(endpoint, pubsub, check_delay, ssh, **config)``; the
+    seed's ``Logger.__init__(self, filename, **kwargs)`` cannot take that. When the
+    arguments do not fit ``__init__``, the four base arguments are passed by keyword
+    instead, and whatever still does not fit becomes a :class:`ConfigError`.
+    """
+
+    def __call__(cls, *args, **kwargs):
+        signature = inspect.signature(cls.__init__)
+        try:
+            signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            problem = exc
+            if len(args) <= len(_BASE_ARGS):
+                moved = dict(zip(_BASE_ARGS, args))
+                if not moved.keys() & kwargs.keys():
+                    try:
+                        signature.bind(None, **moved, **kwargs)
+                    except TypeError as exc2:
+                        problem = exc2
+                    else:
+                        args, kwargs = (), {**moved, **kwargs}
+                        problem = None
+            if problem is not None:
+                raise ConfigError('plugin %s: %s' % (cls.__name__, problem)) from None
+        return super().__call__(*args, **kwargs)
+
+
+class CircusPlugin(metaclass=_PluginMeta):
+    """Base class of plugins: subscribes to circusd's events and sends it commands.
+
+    :param endpoint: circusd's command endpoint (ROUTER), e.g. ``tcp://127.0.0.1:5555``.
+    :param pubsub_endpoint: circusd's event endpoint (PUB), e.g. ``tcp://127.0.0.1:5556``.
+    :param check_delay: circusd's check delay, in seconds.
+    :param ssh_server: ``user@host:port`` to reach the endpoints through an SSH tunnel.
+    :param config: the plugin's options, as strings. Known to the base class: ``active``
+        (boolean, default true; an inactive plugin connects to nothing and waits to be
+        stopped) and ``call_timeout`` (seconds, default 5).
+
+    Thread-safety: :meth:`call`, :meth:`cast`, :meth:`stop` and :meth:`start_background`
+    may be called from any thread. Everything else runs on, or belongs to, the plugin
+    thread, which runs :attr:`loop`.
+    """
+
+    #: The plugin's name, used in logs.
+    name = ''
+
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
+        self.endpoint = endpoint
+        self.pubsub_endpoint = pubsub_endpoint
+        self.check_delay = to_number(check_delay, 'check_delay', minimum=0)
+        self.ssh_server = ssh_server
+        self.config = config
+        self.active = to_bool(config.get('active', True), 'active')
+        self.call_timeout = to_number(config.get('call_timeout', 5.0), 'call_timeout')
+        if self.call_timeout <= 0:
+            raise ConfigError('plugin %s: option %r: %r is not above 0'
+                              % (self._label, 'call_timeout', config['call_timeout']))
+        self.loop = IOLoop(make_current=False)
+        self.running = False
+        self._thread: Optional[threading.Thread] = None
+        self._context: Optional[zmq.Context] = None
+        self._sub: Optional[zmq.Socket] = None
+        self._client: Optional[Client] = None
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopping = False
+        self._stopped = threading.Event()
+
+    @property
+    def _label(self) -> str:
+        return self.name or self.config.get('name') or type(self).__name__
+
+    # -- running ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the plugin; return once it has stopped.
+
+        Called in the main thread, SIGTERM and SIGINT stop the plugin gracefully (with
+        :meth:`handle_stop`) and the previous handlers are put back afterwards. Raises
+        whatever :meth:`handle_init` raised.
+        """
+        self.start_background()
+        in_main = threading.current_thread() is threading.main_thread()
+        waiting = [True]
+
+        def interrupt(signum, frame):
+            if waiting[0]:
+                waiting[0] = False
+                raise _Interrupted(signum)
+
+        previous = {}
+        if in_main:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, interrupt)
+        try:
+            try:
+                self._stopped.wait()
+            except _Interrupted as exc:
+                log.info('plugin %s: got %s, stopping',
+                         self._label, signal.Signals(exc.args[0]).name)
+            finally:
+                waiting[0] = False
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.stop()
+
+    def start_background(self) -> 'CircusPlugin':
+        """Start the plugin thread and return once events flow (thread-safe).
+
+        :meth:`handle_init` has run when this returns; its exception, or a failure to
+        connect, is raised here. Stop the plugin with :meth:`stop`. The plugin is also a
+        context manager doing both.
+        """
+        with self._lock:
+            if self._started or self._stopping:
+                raise RuntimeError('plugin %s was already started' % self._label)
+            self._started = True
+        if not self.active:
+            log.info('plugin %s is not active: waiting to be stopped', self._label)
+            return self
+        ready: ThreadFuture = ThreadFuture()
+        self._thread = threading.Thread(target=self._run, args=(ready,),
+                                        name='plugin-%s' % self._label, daemon=True)
+        self._thread.start()
+        try:
+            ready.result()
+        except BaseException:
+            self._thread.join()
+            self._stopping = True
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the plugin: :meth:`handle_stop`, then end and join the plugin thread.
+
+        Idempotent and thread-safe. Called from the plugin thread itself (say, from
+        :meth:`handle_recv`), it schedules the end and returns without joining.
+        """
+        with self._lock:
+            if self._stopping:
+                first = False
+            else:
+                self._stopping = first = True
+        thread = self._thread
+        if first and thread is not None and thread.is_alive():
+            try:
+                self.handle_stop()
+            except Exception:
+                log.exception('plugin %s: handle_stop failed', self._label)
+            try:
+                self.loop.add_callback(self._shutdown)
+            except RuntimeError:
+                pass  # the loop has closed already
+        if thread is None:
+            self.loop.close()
+            self._stopped.set()
+        elif thread is not threading.current_thread():
+            thread.join()
+        self.running = False
+
+    def __enter__(self) -> 'CircusPlugin':
+        return self.start_background()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _run(self, ready: ThreadFuture) -> None:
+        asyncio.set_event_loop(self.loop.asyncio_loop)
+        try:
+            self._open()
+            self.handle_init()
+        except BaseException as exc:
+            self._close()
+            ready.set_exception(exc)
+            return
+        self.running = True
+        ready.set_result(None)
+        try:
+            self.loop.start()
+        except Exception:
+            log.exception('plugin %s: the event loop failed', self._label)
+        finally:
+            self.running = False
+            self._close()
+            self._stopped.set()
+
+    def _open(self) -> None:
+        self._context = zmq.Context()
+        self._sub = self._context.socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.setsockopt(zmq.SUBSCRIBE, b'watcher.')
+        self._connect(self._sub, self.pubsub_endpoint)
+        dealer = self._context.socket(zmq.DEALER)
+        # Long enough for a last cast to leave, short enough not to hang with circusd gone.
+        dealer.linger = 1000
+        self._connect(dealer, self.endpoint)
+        self._client = Client(dealer, self.loop, self._label)
+        self.loop.add_handler(self._sub, self._on_sub_ready, IOLoop.READ)
+        # Events may already be queued and the socket's fd only signals changes.
+        self.loop.add_callback(self._drain_events)
+
+    def _connect(self, socket: zmq.Socket, endpoint: str) -> None:
+        if self.ssh_server is None:
+            socket.connect(endpoint)
+        else:
+            from zmq import ssh
+            ssh.tunnel_connection(socket, endpoint, self.ssh_server)
+
+    def _shutdown(self) -> None:
+        if self._sub is not None:
+            self.loop.remove_handler(self._sub)
+        if self._client is not None:
+            self._client.close()
+        self.loop.stop()
+
+    def _close(self) -> None:
+        for sock in (self._sub, self._client and self._client.socket):
+            if sock is not None and not sock.closed:
+                sock.close()
+        self._sub = self._client = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+        self.loop.close(all_fds=False)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_sub_ready(self, fd, events) -> None:
+        self._drain_events()
+
+    def _drain_events(self) -> None:
+        sub = self._sub
+        if sub is None:
+            return
+        recv = sub.recv_multipart
+        handle = self.handle_recv
+        for _ in range(_BURST):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                log.warning('plugin %s: ignored an event of %d frames',
+                            self._label, len(frames))
+                continue
+            try:
+                handle((frames[0], frames[1]))
+            except Exception:
+                log.exception('plugin %s: handle_recv failed on %r',
+                              self._label, frames[0])
+        # More may be queued, and the fd will not signal them again: come back after
+        # whatever else is waiting on the loop.
+        self.loop.add_callback(self._drain_events)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def call(self, command: str, **props: Any) -> Dict[str, Any]:
+        """Send ``command`` to circusd and return its reply (thread-safe).
+
+        :param busy_retry: seconds (default 0) during which a refusal because circusd is
+            busy running another command (errno 5) is retried; see :meth:`call_async`.
+        :raises CallError: no reply within :attr:`call_timeout` seconds.
+
+        From the plugin thread (e.g. in :meth:`handle_recv`) this blocks the loop until the
+        reply comes; in a coroutine, prefer ``await`` :meth:`call_async`.
+        """
+        busy_retry = to_number(props.pop('busy_retry', 0), 'busy_retry', minimum=0)
+        client = self._require_client(command)
+        if self._on_plugin_thread():
+            return client.call_blocking(command, props, self.call_timeout, busy_retry)
+        future: ThreadFuture = ThreadFuture()
+        if busy_retry:
+            def begin():
+                task = asyncio.ensure_future(
+                    client.call(command, props, self.call_timeout, busy_retry))
+                task.add_done_callback(lambda t: _copy_outcome(t, future))
+        else:
+            def begin():  # the common case: one hop to the loop, no coroutine
+                client.start_request(command, props, future, self.call_timeout)
+        try:
+            self.loop.add_callback(begin)
+        except RuntimeError:
+            raise CallError('%r: plugin %s is stopped' % (command, self._label)) from None
+        try:
+            return future.result(timeout=self.call_timeout + busy_retry + 1)
+        except ThreadTimeout:
+            raise CallError('%r: no reply from circusd at %s within %s s'
+                            % (command, self.endpoint, self.call_timeout)) from None
+
+    async def call_async(self, command: str, *, busy_retry: float = 0.0,
+                         **props: Any) -> Dict[str, Any]:
+        """Send ``command`` to circusd and return its reply; for coroutines on :attr:`loop`.
+
+        :param busy_retry: seconds during which circusd's "arbiter is already running ...
+            command" refusal (errno 5) is retried, with a backoff from 50 ms to 1 s.
+            State-changing commands (``stop``, ``start``, ``restart``, ``kill`` ...) sent in
+            reaction to events need it: circusd is often busy reaping at that moment. If
+            circusd is still busy at the deadline, its last refusal is returned.
+        :raises CallError: no reply within :attr:`call_timeout` seconds.
+        """
+        client = self._require_client(command)
+        return await client.call(command, props, self.call_timeout, busy_retry)
+
+    def cast(self, command: str, **props: Any) -> None:
+        """Send ``command`` to circusd without waiting for a reply (thread-safe).
+
+        circusd never says whether a cast worked: use :meth:`call_async` with
+        ``busy_retry`` for anything that must happen.
+        """
+        client = self._require_client(command)
+        if self._on_plugin_thread():
+            client.cast(command, props)
+        else:
+            self.loop.add_callback(client.cast, command, props)
+
+    def _require_client(self, command: str) -> Client:
+        client = self._client
+        if client is None:
+            raise CallError('%r: plugin %s is not running' % (command, self._label))
+        return client
+
+    def _on_plugin_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    # -- to override -----------------------------------------------------------------------
+
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
+        """Receive one event: ``data`` is ``(topic, message)``, both bytes.
+
+        ``topic`` is like ``b'watcher.web.spawn'`` and ``message`` is JSON; see
+        :meth:`split_data` and :meth:`load_message`. Runs on the plugin thread. Must be
+        implemented.
+        """
+        raise NotImplementedError()
+
+    def handle_init(self) -> None:
+        """Called in the plugin thread, before events flow; the sockets are ready."""
+
+    def handle_stop(self) -> None:
+        """Called once, in the thread calling :meth:`stop`, before the plugin thread ends."""
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def split_data(data: Tuple[Union[bytes, str], Any]) -> Tuple[str, str, Any]:
+        """Split an event into ``(watcher_name, action, message)``.
+
+        Watcher names may contain dots; the action is the last part of the topic.
+        """
+        topic, message = data
+        if isinstance(topic, bytes):
+            topic = topic.decode('utf-8', 'replace')
+        _, _, rest = topic.partition('.')
+        watcher, _, action = rest.rpartition('.')
+        return watcher, action, message
+
+    @staticmethod
+    def load_message(message: Union[bytes, str]) -> Dict[str, Any]:
+        """Decode an event's JSON message into a dict."""
+        return json.loads(message)
+
+
+def _copy_outcome(task, future: ThreadFuture) -> None:
+    if task.cancelled():
+        future.set_exception(CallError('request cancelled: the plugin stopped'))
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())

@@ -1,0 +1,15 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='circus-plugins',
+    version='0.1.0',
+    description='Dependable, fast plugins for the Circus process manager',
+    packages=find_packages(include=['circus_plugins', 'circus_plugins.*']),
+    python_requires='>=3.9',
+    install_requires=['pyzmq', 'tornado', 'iowait'],
+    extras_require={
+        'test': ['pytest', 'circus==0.19.0', 'psutil'],
+        'docs': ['sphinx'],
+    },
+    entry_points={'console_scripts': ['circus-plugin = circus_plugins.cli:main']},
+)
