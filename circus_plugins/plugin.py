@@ -196,7 +196,10 @@ class CircusPlugin(metaclass=_PluginMeta):
             else:
                 self._stopping = first = True
         thread = self._thread
-        if first and thread is not None and thread.is_alive():
+        if first and thread is None:  # never started, or inactive
+            self.loop.close()
+            self._stopped.set()
+        elif first and thread.is_alive():
             try:
                 self.handle_stop()
             except Exception:
@@ -205,10 +208,7 @@ class CircusPlugin(metaclass=_PluginMeta):
                 self.loop.add_callback(self._shutdown)
             except RuntimeError:
                 pass  # the loop has closed already
-        if thread is None:
-            self.loop.close()
-            self._stopped.set()
-        elif thread is not threading.current_thread():
+        if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.running = False
 

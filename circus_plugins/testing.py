@@ -1,0 +1,275 @@
+"""Helpers to test plugins against a real circusd, as this project's own tests do.
+
+:class:`Circusd` writes a circus.ini on free loopback ports and runs circusd 0.19 on it
+(``pip install circus-plugins[test]`` brings it); :func:`wait_for` waits on a condition
+with a deadline instead of sleeping::
+
+    with Circusd(tmp_path, watchers={'web': {'cmd': 'sleep 1000'}}) as circusd:
+        circusd.call('incr', name='web')
+        wait_for(lambda: len(circusd.call('list', name='web')['pids']) == 2)
+
+Nothing here is thread-safe: use each object from one thread.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import zmq
+
+from ._client import is_busy
+
+__all__ = ['Circusd', 'EventRecorder', 'free_port', 'load_events', 'wait_connected',
+           'wait_for']
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,
+             what: str = 'condition') -> Any:
+    """Return ``condition()``'s first true value, polling every ``interval`` seconds.
+
+    Raises :class:`TimeoutError` naming ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError('timed out after %s s waiting for %s' % (timeout, what))
+        time.sleep(interval)
+
+
+def _section(name: str, options: Mapping[str, Any]) -> str:
+    lines = ['[%s]' % name]
+    lines += ['%s = %s' % (key, value) for key, value in options.items()]
+    return '\n'.join(lines) + '\n\n'
+
+
+class Circusd:
+    """A circusd 0.19 process on free loopback ports, for tests.
+
+    :param workdir: where the circus.ini and circusd's log go.
+    :param watchers: ``{name: {option: value}}`` for ``[watcher:name]`` sections.
+    :param plugins: ``{name: {option: value}}`` for ``[plugin:name]`` sections. Unless
+        given, each plugin's stdout and stderr go to ``<workdir>/plugin-<name>.log``.
+    :param circus: extra ``[circus]`` options (``check_delay`` is 1 s unless given).
+    :param env: extra environment variables for circusd and so for its plugins.
+    """
+
+    def __init__(self, workdir, watchers: Optional[Dict[str, Dict[str, Any]]] = None,
+                 plugins: Optional[Dict[str, Dict[str, Any]]] = None,
+                 circus: Optional[Dict[str, Any]] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        self.workdir = str(workdir)
+        self.endpoint = 'tcp://127.0.0.1:%d' % free_port()
+        self.pubsub_endpoint = 'tcp://127.0.0.1:%d' % free_port()
+        self.ini_path = os.path.join(self.workdir, 'circus.ini')
+        self.log_path = os.path.join(self.workdir, 'circusd.log')
+        self.process: Optional[subprocess.Popen] = None
+        self._env = env or {}
+        settings = {'endpoint': self.endpoint, 'pubsub_endpoint': self.pubsub_endpoint,
+                    # Empty: circusd would otherwise join a multicast group.
+                    'multicast_endpoint': '', 'check_delay': 1}
+        settings.update(circus or {})
+        text = _section('circus', settings)
+        for name, options in (watchers or {}).items():
+            text += _section('watcher:%s' % name, options)
+        for name, options in (plugins or {}).items():
+            options = dict(options)
+            log_file = self.plugin_log(name)
+            options.setdefault('stdout_stream.class', 'FileStream')
+            options.setdefault('stdout_stream.filename', log_file)
+            options.setdefault('stderr_stream.class', 'FileStream')
+            options.setdefault('stderr_stream.filename', log_file)
+            text += _section('plugin:%s' % name, options)
+        with open(self.ini_path, 'w', encoding='utf-8') as ini:
+            ini.write(text)
+        self._context = zmq.Context()
+        self._socket: Optional[zmq.Socket] = None
+
+    def plugin_log(self, name: str) -> str:
+        """Path of the file collecting the output of plugin ``name``."""
+        return os.path.join(self.workdir, 'plugin-%s.log' % name)
+
+    def start(self, timeout: float = 8.0) -> 'Circusd':
+        """Start circusd and wait until it answers commands."""
+        env = dict(os.environ, **self._env)
+        with open(self.log_path, 'ab') as log:
+            self.process = subprocess.Popen(
+                [sys.executable, '-c', 'from circus.circusd import main; main()',
+                 self.ini_path], stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.workdir, env=env)
+        wait_for(self._answers, timeout, interval=0.05, what='circusd to answer')
+        return self
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError('circusd exited with %s:\n%s'
+                               % (self.process.returncode, self.log()))
+        try:
+            return self.call('list', timeout=0.5)['status'] == 'ok'
+        except TimeoutError:
+            return False
+
+    def call(self, command: str, timeout: float = 5.0, busy_retry: float = 5.0,
+             **props: Any) -> Dict[str, Any]:
+        """Send ``command`` and return circusd's reply; :class:`TimeoutError` if none.
+
+        Refusals because circusd is busy with another command are retried for
+        ``busy_retry`` seconds: tests want their commands to happen.
+        """
+        deadline = time.monotonic() + busy_retry
+        while True:
+            reply = self._call_once(command, timeout, props)
+            if not is_busy(reply) or time.monotonic() > deadline:
+                return reply
+            time.sleep(0.02)
+
+    def _call_once(self, command, timeout, props):
+        if self._socket is None:
+            self._socket = self._context.socket(zmq.DEALER)
+            self._socket.linger = 0
+            self._socket.connect(self.endpoint)
+        msg_id = uuid.uuid4().hex
+        self._socket.send_json({'id': msg_id, 'command': command, 'properties': props})
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._socket.poll(remaining * 1000):
+                # A late reply would confuse the next call: start over with a new socket.
+                self._socket.close()
+                self._socket = None
+                raise TimeoutError('circusd did not answer %r within %s s'
+                                   % (command, timeout))
+            reply = self._socket.recv_json()
+            if reply.get('id') == msg_id:
+                return reply
+
+    def pids(self, watcher: str) -> List[int]:
+        """The pids of ``watcher``'s processes."""
+        return sorted(self.call('list', name=watcher).get('pids', []))
+
+    def status(self, watcher: str) -> str:
+        return self.call('status', name=watcher)['status']
+
+    def log(self) -> str:
+        """circusd's own log so far."""
+        try:
+            with open(self.log_path, encoding='utf-8', errors='replace') as log:
+                return log.read()
+        except OSError:
+            return ''
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """Ask circusd to quit (stopping its plugins) and wait; kill it if it hangs."""
+        if self.process is None or self.process.poll() is not None:
+            self._close()
+            return
+        try:
+            self.call('quit', timeout=2)
+        except TimeoutError:
+            pass
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        self._context.term()
+
+    def __enter__(self) -> 'Circusd':
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class EventRecorder:
+    """A SUB socket on circusd's events, for tests to see what plugins see.
+
+    Call :meth:`sync` before relying on it: a SUB socket's subscription takes a moment to
+    reach the publisher, and events published before that are lost.
+    """
+
+    def __init__(self, pubsub_endpoint: str, topic: bytes = b'watcher.') -> None:
+        self._context = zmq.Context()
+        self.socket = self._context.socket(zmq.SUB)
+        self.socket.linger = 0
+        self.socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self.socket.connect(pubsub_endpoint)
+        self.events: List[tuple] = []
+
+    def poll(self, timeout: float = 0.05) -> List[tuple]:
+        """Receive what has arrived, waiting at most ``timeout`` seconds for the first."""
+        new = []
+        if self.socket.poll(timeout * 1000):
+            while True:
+                try:
+                    topic, message = self.socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                new.append((topic, message))
+        self.events.extend(new)
+        return new
+
+    def wait(self, topic: bytes, timeout: float = 5.0) -> tuple:
+        """Wait for an event whose topic is ``topic`` (already seen ones count)."""
+        def seen():
+            self.poll()
+            return next((e for e in self.events if e[0] == topic), None)
+        return wait_for(seen, timeout, interval=0, what='event %r' % topic)
+
+    def sync(self, circusd: Circusd, watcher: str, timeout: float = 5.0) -> None:
+        """Make sure events flow: nudge ``watcher`` (incr then decr) until one arrives."""
+        def arrived():
+            circusd.call('incr', name=watcher)
+            circusd.call('decr', name=watcher)
+            return self.poll(0.1)
+        wait_for(arrived, timeout, interval=0, what='events from circusd')
+
+    def close(self) -> None:
+        self.socket.close()
+        self._context.term()
+
+    def __enter__(self) -> 'EventRecorder':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def load_events(events) -> List[Dict[str, Any]]:
+    """Decode recorded ``(topic, message)`` pairs into dicts with a ``topic`` key."""
+    return [dict(json.loads(message), topic=topic.decode()) for topic, message in events]
+
+
+def wait_connected(pid: int, endpoint: str, timeout: float = 5.0) -> None:
+    """Wait until process ``pid`` has a TCP connection to ``endpoint`` (needs psutil).
+
+    A plugin's SUB socket subscribes right after it connects; tests use this to know a
+    plugin process is listening before they make events happen.
+    """
+    import psutil
+    port = int(endpoint.rsplit(':', 1)[1])
+    process = psutil.Process(pid)
+
+    def connected():
+        return any(c.raddr and c.raddr.port == port and c.status == 'ESTABLISHED'
+                   for c in process.net_connections('tcp'))
+    wait_for(connected, timeout, what='pid %d to connect to %s' % (pid, endpoint))

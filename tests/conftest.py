@@ -1,0 +1,56 @@
+import os
+import sys
+import threading
+
+import pytest
+
+from circus_plugins.testing import Circusd, EventRecorder
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS_DIR)
+
+# Plugins run by circusd or circus-plugin import the sample plugins from here.
+PLUGIN_ENV = {'PYTHONPATH': os.pathsep.join(
+    [TESTS_DIR, ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])}
+
+
+@pytest.fixture
+def start_circusd(tmp_path):
+    """Start a real circusd 0.19: ``start_circusd(watchers=..., plugins=...)``."""
+    started = []
+
+    def start(**kwargs):
+        env = dict(PLUGIN_ENV, **kwargs.pop('env', {}))
+        circusd = Circusd(tmp_path, env=env, **kwargs)
+        started.append(circusd)
+        return circusd.start()
+
+    yield start
+    for circusd in started:
+        circusd.stop()
+
+
+@pytest.fixture
+def circusd(start_circusd):
+    """A circusd with one watcher, ``sleeper``, running one ``sleep`` process."""
+    return start_circusd(watchers={'sleeper': {'cmd': 'sleep 1000', 'numprocesses': 1}})
+
+
+@pytest.fixture
+def events(circusd):
+    """An :class:`EventRecorder` on ``circusd``, already receiving."""
+    with EventRecorder(circusd.pubsub_endpoint) as recorder:
+        recorder.sync(circusd, 'sleeper')
+        yield recorder
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads():
+    """Every test must leave no plugin thread running."""
+    yield
+    left = [t.name for t in threading.enumerate() if t.name.startswith('plugin-')]
+    assert not left, 'plugin threads left running: %s' % left
+
+
+def python_cmd(*args):
+    return [sys.executable] + list(args)

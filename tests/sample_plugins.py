@@ -1,0 +1,55 @@
+"""Plugins the tests run, under circusd and under circus-plugin.
+
+``Logger`` is the seed's example, verbatim except for its import.
+"""
+import json
+import os
+
+from circus_plugins import CircusPlugin
+
+
+class Logger(CircusPlugin):
+
+    name = 'logger'
+
+    def __init__(self, filename, **kwargs):
+        super(Logger, self).__init__(**kwargs)
+        self.filename = filename
+        self.file = None
+
+    def handle_init(self):
+        self.file = open(self.filename, 'a+')
+
+    def handle_stop(self):
+        self.file.close()
+
+    def handle_recv(self, data):
+        topic, msg = data
+        self.file.write('%s::%s' % (topic, msg))
+
+
+class ConfigDump(CircusPlugin):
+    """Writes what it was built with to the file named by its ``dump`` option, then
+    one line per event it receives, flushed at once."""
+
+    name = 'config_dump'
+
+    def handle_init(self):
+        self.out = open(self.config['dump'], 'a', encoding='utf-8')
+        self.out.write(json.dumps({'pid': os.getpid(), 'endpoint': self.endpoint,
+                                   'pubsub_endpoint': self.pubsub_endpoint,
+                                   'check_delay': self.check_delay,
+                                   'config': self.config}) + '\n')
+        self.out.flush()
+
+    def handle_recv(self, data):
+        self.out.write(data[0].decode() + '\n')
+        self.out.flush()
+
+    def handle_stop(self):
+        self.out.write('stopped\n')
+        self.out.close()
+
+
+class NotAPlugin:
+    pass

@@ -1,0 +1,252 @@
+"""CircusPlugin against a real circusd 0.19."""
+import queue
+import threading
+import time
+
+import pytest
+
+from circus_plugins import CallError, CircusPlugin, ConfigError
+from circus_plugins.testing import EventRecorder, free_port, wait_connected, wait_for
+from sample_plugins import Logger
+
+
+class Collector(CircusPlugin):
+    """Puts every event on a queue; optional hooks run on the plugin thread."""
+    name = 'collector'
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.received = queue.Queue()
+        self.on_event = None
+        self.stops = 0
+
+    def handle_recv(self, data):
+        self.received.put(data)
+        if self.on_event is not None:
+            self.on_event(data)
+
+    def handle_stop(self):
+        self.stops += 1
+
+
+def collector(circusd, **config):
+    return Collector(circusd.endpoint, circusd.pubsub_endpoint, 1.0, **config)
+
+
+def next_event(plugin, topic, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        data = plugin.received.get(timeout=max(0.0, deadline - time.monotonic()))
+        if data[0] == topic:
+            return data
+
+
+def test_seed_logger_under_circusd_keeps_every_event(start_circusd, tmp_path):
+    log_file = tmp_path / 'events.log'
+    circusd = start_circusd(
+        watchers={'sleeper': {'cmd': 'sleep 1000'}},
+        plugins={'logger': {'use': 'sample_plugins.Logger', 'filename': str(log_file)}})
+    pid = wait_for(lambda: circusd.pids('plugin:logger'), what='the plugin')[0]
+    wait_connected(pid, circusd.pubsub_endpoint)
+    with EventRecorder(circusd.pubsub_endpoint) as events:
+        events.sync(circusd, 'sleeper')
+        for _ in range(3):
+            circusd.call('incr', name='sleeper')
+        wait_for(lambda: events.poll() is not None and sum(
+            e[0] == b'watcher.sleeper.spawn' for e in events.events) >= 4,
+            what='the spawn events')
+    circusd.stop()
+    text = log_file.read_text()
+    assert events.events
+    for topic, message in events.events:
+        assert '%s::%s' % (topic, message) in text
+
+
+def test_both_constructor_styles():
+    seed = Logger('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, None, filename='x.log',
+                  name='plugin:logger')
+    assert (seed.filename, seed.endpoint, seed.pubsub_endpoint, seed.check_delay,
+            seed.ssh_server) == ('x.log', 'tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, None)
+    assert seed.config == {'name': 'plugin:logger'} and seed.active
+    by_keyword = Logger('y.log', endpoint='e', pubsub_endpoint='p', check_delay='2')
+    assert by_keyword.filename == 'y.log' and by_keyword.check_delay == 2.0
+    plain = Collector('e', 'p', 5, None, active='false', call_timeout='0.5')
+    assert plain.active is False and plain.call_timeout == 0.5
+
+
+@pytest.mark.parametrize('args, kwargs, culprit', [
+    (('e', 'p', 5, None), {}, "'filename'"),
+    (('e', 'p', 'soon', None), {'filename': 'f'}, "'soon'"),
+    (('e', 'p', 5, None), {'filename': 'f', 'active': 'maybe'}, "'maybe'"),
+    (('e', 'p', 5, None), {'filename': 'f', 'call_timeout': '-1'}, 'call_timeout'),
+])
+def test_bad_construction_names_the_culprit(args, kwargs, culprit):
+    with pytest.raises(ConfigError, match=culprit):
+        Logger(*args, **kwargs)
+
+
+def test_events_reach_handle_recv_as_bytes(circusd, events):
+    plugin = collector(circusd)
+    with plugin:
+        wait_connected_self(plugin, circusd)
+        circusd.call('incr', name='sleeper')
+        topic, message = next_event(plugin, b'watcher.sleeper.spawn')
+        assert isinstance(message, bytes)
+        watcher, action, msg = plugin.split_data((topic, message))
+        assert (watcher, action) == ('sleeper', 'spawn')
+        assert plugin.load_message(msg)['process_pid'] in circusd.pids('sleeper')
+
+
+def wait_connected_self(plugin, circusd):
+    """Wait until ``plugin`` (in this process) is receiving circusd's events."""
+    def flowing():
+        circusd.call('incr', name='sleeper')
+        circusd.call('decr', name='sleeper')
+        try:
+            plugin.received.get(timeout=0.2)
+            return True
+        except queue.Empty:
+            return False
+    wait_for(flowing, what='events to reach the plugin', interval=0)
+
+
+def test_call_list_and_status(circusd):
+    with collector(circusd) as plugin:
+        reply = plugin.call('list')
+        assert reply['status'] == 'ok' and reply['watchers'] == ['sleeper']
+        assert plugin.call('status', name='sleeper')['status'] == 'active'
+        assert plugin.call('status', name='nope')['status'] == 'error'
+
+
+def test_call_from_handle_recv_and_call_async(circusd):
+    plugin = collector(circusd)
+    replies = queue.Queue()
+
+    def on_event(data):
+        if data[0] == b'watcher.sleeper.spawn' and replies.empty():
+            replies.put(plugin.call('list', name='sleeper'))
+
+            async def later():
+                replies.put(await plugin.call_async('status', name='sleeper'))
+            plugin.loop.add_callback(later)
+
+    plugin.on_event = on_event
+    with plugin:
+        circusd.call('incr', name='sleeper')
+        wait_for(lambda: replies.qsize() >= 2 or circusd.call('incr', name='sleeper') and 0,
+                 what='replies from the loop thread')
+    assert replies.get()['status'] == 'ok'
+    assert replies.get()['status'] == 'active'
+
+
+def test_call_without_circusd_times_out():
+    plugin = Collector('tcp://127.0.0.1:%d' % free_port(),
+                       'tcp://127.0.0.1:%d' % free_port(), 5.0, call_timeout='1')
+    with plugin:
+        began = time.monotonic()
+        with pytest.raises(CallError, match="'list'"):
+            plugin.call('list')
+        assert time.monotonic() - began < 2.0
+
+        async def from_loop():
+            try:
+                await plugin.call_async('list')
+            except CallError as exc:
+                return exc
+        outcome = queue.Queue()
+        plugin.loop.add_callback(lambda: plugin.loop.asyncio_loop.create_task(
+            from_loop()).add_done_callback(lambda t: outcome.put(t.result())))
+        assert isinstance(outcome.get(timeout=3), CallError)
+    assert plugin.stops == 1
+
+
+def test_concurrent_calls_each_get_their_own_reply(start_circusd):
+    watchers = {'w%d' % i: {'cmd': 'sleep 10%d' % i} for i in range(8)}
+    circusd = start_circusd(watchers=watchers)
+    failures = []
+    with collector(circusd) as plugin:
+        def worker(i):
+            for n in range(100 // 8 + (i < 100 % 8)):
+                reply = plugin.call('options', name='w%d' % i)
+                if reply.get('options', {}).get('cmd') != 'sleep 10%d' % i:
+                    failures.append((i, n, reply))
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert not failures
+
+
+def test_handler_exceptions_are_logged_and_not_fatal(circusd, caplog):
+    plugin = collector(circusd)
+
+    def explode(data):
+        raise RuntimeError('boom')
+    plugin.on_event = explode
+    with plugin:
+        wait_connected_self(plugin, circusd)
+        for _ in range(3):
+            circusd.call('incr', name='sleeper')
+            next_event(plugin, b'watcher.sleeper.spawn')
+        assert plugin.running and plugin.call('list')['status'] == 'ok'
+    failures = [r for r in caplog.records if 'handle_recv failed' in r.getMessage()]
+    assert len(failures) >= 3
+    assert 'collector' in failures[0].getMessage() and failures[0].exc_info
+
+
+def test_busy_refusals_are_retried(circusd):
+    with collector(circusd) as plugin:
+        assert plugin.call('stop', name='sleeper')['status'] == 'ok'
+        reply = plugin.call('start', name='sleeper', busy_retry=5)
+        assert reply['status'] == 'ok', reply
+    wait_for(lambda: circusd.status('sleeper') == 'active')
+
+
+def test_stop_is_idempotent_and_cleans_up(circusd):
+    plugin = collector(circusd)
+    plugin.start_background()
+    assert plugin.running
+    threads = [threading.Thread(target=plugin.stop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    plugin.stop()
+    assert plugin.stops == 1 and not plugin.running
+    with pytest.raises(CallError):
+        plugin.call('list')
+
+
+def test_stop_from_handle_recv(circusd):
+    plugin = collector(circusd)
+    plugin.on_event = lambda data: plugin.stop()
+    finished = threading.Event()
+    runner = threading.Thread(target=lambda: (plugin.start(), finished.set()))
+    runner.start()
+    wait_for(lambda: plugin.running)
+    wait_for(lambda: circusd.call('incr', name='sleeper') and finished.wait(0.2),
+             what='start() to return')
+    runner.join()
+    assert plugin.stops == 1
+
+
+def test_inactive_plugin_waits_without_connecting():
+    plugin = Collector('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, active='no')
+    runner = threading.Thread(target=plugin.start)
+    runner.start()
+    with pytest.raises(CallError):
+        plugin.call('list')
+    plugin.stop()
+    runner.join(timeout=5)
+    assert not runner.is_alive() and plugin.stops == 0
+
+
+def test_handle_init_failure_is_raised_by_start():
+    class Broken(Collector):
+        def handle_init(self):
+            raise OSError('no such file')
+    plugin = Broken('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0)
+    with pytest.raises(OSError, match='no such file'):
+        plugin.start()
+    plugin.stop()
