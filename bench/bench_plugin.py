@@ -616,17 +616,17 @@ def parse_args(argv=None):
     parser.add_argument('--only', action='append',
                         choices=['throughput', 'latency', 'idle'],
                         help='run only this part (may be repeated)')
-    parser.add_argument('--events', type=int, help='events per flood (default 200000)')
-    parser.add_argument('--rounds', type=int, help='rounds per subscriber (default 3)')
+    parser.add_argument('--events', type=int, help='events per flood (default 1000000)')
+    parser.add_argument('--rounds', type=int, help='rounds per subscriber (default 5)')
     parser.add_argument('--calls', type=int, help="timed call('list') (default 2000)")
     parser.add_argument('--idle', type=float, help='idle window in seconds (default 10)')
     parser.add_argument('-v', '--verbose', action='store_true', help='print every round')
     args = parser.parse_args(argv)
     quick = args.quick
     if args.events is None:
-        args.events = 20000 if quick else 200000
+        args.events = 20000 if quick else 1000000
     if args.rounds is None:
-        args.rounds = 1 if quick else 3
+        args.rounds = 1 if quick else 5
     if args.calls is None:
         args.calls = 200 if quick else 2000
     args.warmup_calls = 20 if quick else 100

@@ -1,0 +1,107 @@
+"""The circus-plugin command, run as a real process."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from circus_plugins.testing import EventRecorder, wait_connected, wait_for
+from conftest import PLUGIN_ENV
+
+
+def run_cli(*args, timeout=10):
+    return subprocess.run([sys.executable, '-m', 'circus_plugins'] + list(args),
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **PLUGIN_ENV))
+
+
+def start_cli(*args, stderr):
+    return subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'circus-plugin')]
+                            + list(args), stdout=subprocess.DEVNULL, stderr=stderr,
+                            env=dict(os.environ, **PLUGIN_ENV))
+
+
+def test_seed_logger_by_cli_keeps_every_event_on_sigterm(circusd, tmp_path):
+    log_file, err_file = tmp_path / 'events.log', tmp_path / 'stderr.txt'
+    with open(err_file, 'w') as err:
+        proc = start_cli('--endpoint', circusd.endpoint, '--pubsub', circusd.pubsub_endpoint,
+                         '--config', 'filename:%s' % log_file, 'sample_plugins.Logger',
+                         stderr=err)
+    try:
+        wait_for(log_file.exists, what='the plugin to open its file')
+        wait_connected(proc.pid, circusd.pubsub_endpoint)
+        with EventRecorder(circusd.pubsub_endpoint) as events:
+            events.sync(circusd, 'sleeper')
+            circusd.call('incr', name='sleeper')
+            events.wait(b'watcher.sleeper.spawn')
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+    text = log_file.read_text()
+    for topic, message in events.events:
+        assert '%s::%s' % (topic, message) in text
+    lines = [line.split('[INFO] ', 1)[1] for line in err_file.read_text().splitlines()
+             if '[INFO]' in line]
+    assert lines[:4] == ['Loading the plugin...', "Endpoint: '%s'" % circusd.endpoint,
+                         "Pub/sub: '%s'" % circusd.pubsub_endpoint, 'Starting']
+    assert lines[-1] == 'Stopping'
+
+
+def test_sigint_and_ini_section(circusd, tmp_path):
+    dump = tmp_path / 'dump.jsonl'
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text('[circus]\nendpoint = %s\npubsub_endpoint = %s\n\n'
+                   '[plugin:dump]\nuse = sample_plugins.ConfigDump\ndump = %s\n'
+                   'greeting = hello world\n' % (circusd.endpoint, circusd.pubsub_endpoint, dump))
+    proc = start_cli('--ini', str(ini), 'dump', stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: dump.exists() and dump.read_text(), what='the plugin to start')
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+    first, *rest = dump.read_text().splitlines()
+    import json
+    started = json.loads(first)
+    assert started['endpoint'] == circusd.endpoint and started['check_delay'] == 5.0
+    assert started['config'] == {'dump': str(dump), 'greeting': 'hello world',
+                                 'name': 'plugin:dump'}
+    assert rest[-1] == 'stopped'
+
+
+@pytest.mark.parametrize('args, culprit', [
+    (['no_such_module.Plugin'], "no_such_module"),
+    (['sample_plugins.Missing'], "'Missing'"),
+    (['sample_plugins.NotAPlugin'], 'NotAPlugin'),
+    (['sample_plugins'], "'sample_plugins'"),
+    (['sample_plugins.Logger'], "'filename'"),
+    (['--config', 'filename', 'sample_plugins.Logger'], "'filename'"),
+    (['--config', '{"filename": ', 'sample_plugins.Logger'], 'JSON'),
+    (['--check-delay', 'soon', 'sample_plugins.Logger'], "'soon'"),
+    (['--log-level', 'loud', 'sample_plugins.Logger'], "'loud'"),
+    (['--config', 'filename:x:::active:perhaps', 'sample_plugins.Logger'], "'perhaps'"),
+    (['--ini', '/nonexistent.ini', 'x'], '/nonexistent.ini'),
+    ([], 'no plugin'),
+])
+def test_bad_input_is_one_line_and_status_2(args, culprit):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if 'error' in line]
+    assert len(errors) == 1 and culprit in errors[0], result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_debug_shows_the_traceback():
+    result = run_cli('--log-level', 'debug', 'no_such_module.Plugin')
+    assert result.returncode == 2 and 'Traceback' in result.stderr
+
+
+def test_version_and_help():
+    from circus_plugins import __version__
+    assert run_cli('--version').stdout.strip() == __version__
+    usage = run_cli('--help').stdout
+    for flag in ('--endpoint', '--pubsub', '--config', '--check-delay', '--log-level',
+                 '--log-output', '--ssh', '--ini', '--version'):
+        assert flag in usage
