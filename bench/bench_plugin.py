@@ -69,9 +69,11 @@ ROOT = os.path.dirname(HERE)
 
 # -- publisher process ------------------------------------------------------------------------
 
-def publisher_main(conn):
+def publisher_main(conn, cpus=None):
     """Runs in its own process; obeys ('flood', n) / 'go' / 'stop' / 'exit' on ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.linger = 0
@@ -108,11 +110,11 @@ def publisher_main(conn):
 
 
 class Publisher:
-    def __init__(self):
+    def __init__(self, cpus=None):
         mp = multiprocessing.get_context('spawn')  # no fork with zmq contexts about
         self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=publisher_main, args=(child,), name='bench-publisher',
-                               daemon=True)
+        self.proc = mp.Process(target=publisher_main, args=(child, cpus),
+                               name='bench-publisher', daemon=True)
         self.proc.start()
         child.close()
         if not self.conn.poll(30):
@@ -291,7 +293,20 @@ def bench_throughput(args):
           % (args.events, args.rounds))
     print('   topic %r, body %d bytes, default HWMs (1000)' % (TOPIC, len(BODY)))
     results = {kind.label: [] for kind in SUBSCRIBERS}
-    publisher = Publisher()
+    saved_affinity = None
+    pub_cpus = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit('--pin needs at least 2 CPUs')
+        half = len(cpus) // 2
+        pub_cpus, sub_cpus = set(cpus[:half]), set(cpus[half:])
+        print('   publisher pinned to CPUs %s, subscribers to CPUs %s'
+              % (sorted(pub_cpus), sorted(sub_cpus)))
+        saved_affinity = os.sched_getaffinity(0)
+    publisher = Publisher(pub_cpus)
+    if saved_affinity is not None:
+        os.sched_setaffinity(0, sub_cpus)  # after the spawn, so the publisher can have its own
     try:
         for rnd in range(args.rounds):
             for kind in SUBSCRIBERS:
@@ -303,6 +318,8 @@ def bench_throughput(args):
                                           100 * res['received'], res['pub_rate']))
     finally:
         publisher.close()
+        if saved_affinity is not None:
+            os.sched_setaffinity(0, saved_affinity)
 
     print()
     print('   %-15s %12s %12s %10s %10s %14s' % ('subscriber', 'events/s', 'best ev/s',
@@ -620,6 +637,9 @@ def parse_args(argv=None):
     parser.add_argument('--rounds', type=int, help='rounds per subscriber (default 5)')
     parser.add_argument('--calls', type=int, help="timed call('list') (default 2000)")
     parser.add_argument('--idle', type=float, help='idle window in seconds (default 10)')
+    parser.add_argument('--pin', action='store_true',
+                        help='throughput: pin the publisher and the subscribers to separate '
+                        'halves of the CPUs (less noise on small machines)')
     parser.add_argument('-v', '--verbose', action='store_true', help='print every round')
     args = parser.parse_args(argv)
     quick = args.quick

@@ -118,6 +118,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         self._started = False
         self._stopping = False
         self._stopped = threading.Event()
+        self._paused = False
 
     @property
     def _label(self) -> str:
@@ -200,6 +201,7 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.loop.close()
             self._stopped.set()
         elif first and thread.is_alive():
+            self._pause_events()
             try:
                 self.handle_stop()
             except Exception:
@@ -211,6 +213,26 @@ class CircusPlugin(metaclass=_PluginMeta):
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.running = False
+
+    def _pause_events(self) -> None:
+        """Stop delivering events, so handle_stop never runs beside handle_recv.
+
+        Waits for the loop to finish the event it is handling (at most call_timeout
+        seconds, in case a handler is stuck); commands keep working.
+        """
+        if self._on_plugin_thread():
+            self._paused = True
+            return
+        done: ThreadFuture = ThreadFuture()
+
+        def pause():
+            self._paused = True
+            done.set_result(None)
+        try:
+            self.loop.add_callback(pause)
+            done.result(timeout=self.call_timeout)
+        except (RuntimeError, ThreadTimeout):
+            log.warning('plugin %s: still busy in a handler; stopping anyway', self._label)
 
     def __enter__(self) -> 'CircusPlugin':
         return self.start_background()
@@ -284,7 +306,7 @@ class CircusPlugin(metaclass=_PluginMeta):
 
     def _drain_events(self) -> None:
         sub = self._sub
-        if sub is None:
+        if sub is None or self._paused:
             return
         recv = sub.recv_multipart
         handle = self.handle_recv
@@ -302,6 +324,8 @@ class CircusPlugin(metaclass=_PluginMeta):
             except Exception:
                 log.exception('plugin %s: handle_recv failed on %r',
                               self._label, frames[0])
+            if self._paused:  # stop() called from the handler
+                return
         # More may be queued, and the fd will not signal them again: come back after
         # whatever else is waiting on the loop.
         self.loop.add_callback(self._drain_events)

@@ -250,3 +250,25 @@ def test_handle_init_failure_is_raised_by_start():
     with pytest.raises(OSError, match='no such file'):
         plugin.start()
     plugin.stop()
+
+
+def test_handle_stop_never_overlaps_handle_recv(circusd):
+    plugin = collector(circusd)
+    inside, gate, overlaps = threading.Event(), threading.Event(), []
+
+    def slow(data):
+        inside.set()
+        gate.wait(5)
+        inside.clear()
+    plugin.on_event = slow
+    plugin.handle_stop = lambda: overlaps.append(inside.is_set())
+    with plugin:
+        wait_for(lambda: circusd.call('incr', name='sleeper') and inside.wait(0.2),
+                 what='a handler to be running')
+        stopper = threading.Thread(target=plugin.stop)
+        stopper.start()
+        stopper.join(0.1)
+        assert stopper.is_alive() and overlaps == []
+        gate.set()
+        stopper.join(5)
+    assert overlaps == [False]
