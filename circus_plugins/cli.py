@@ -96,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         plugin.start()
     except Exception as exc:
-        log.error('plugin %s failed: %s', plugin._label, exc, exc_info=debug)
+        log.error('plugin %s failed: %s', plugin.name, exc, exc_info=debug)
         status = 1
     finally:
         log.info('Stopping')

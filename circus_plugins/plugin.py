@@ -100,14 +100,13 @@ class CircusPlugin(metaclass=_PluginMeta):
                  ssh_server: Optional[str] = None, **config: Any) -> None:
         self.endpoint = endpoint
         self.pubsub_endpoint = pubsub_endpoint
-        self.check_delay = to_number(check_delay, 'check_delay', minimum=0)
         self.ssh_server = ssh_server
         self.config = config
-        self.active = to_bool(config.get('active', True), 'active')
-        self.call_timeout = to_number(config.get('call_timeout', 5.0), 'call_timeout')
-        if self.call_timeout <= 0:
-            raise ConfigError('plugin %s: option %r: %r is not above 0'
-                              % (self._label, 'call_timeout', config['call_timeout']))
+        if not self.name:
+            self.name = str(config.get('name') or type(self).__name__)
+        self.check_delay = self._convert('check_delay', check_delay, float, minimum=0)
+        self.active = self.option('active', True, bool)
+        self.call_timeout = self.option('call_timeout', 5.0, float, minimum=0.001)
         self.loop = IOLoop(make_current=False)
         self.running = False
         self._thread: Optional[threading.Thread] = None
@@ -120,9 +119,25 @@ class CircusPlugin(metaclass=_PluginMeta):
         self._stopped = threading.Event()
         self._paused = False
 
-    @property
-    def _label(self) -> str:
-        return self.name or self.config.get('name') or type(self).__name__
+    def option(self, key: str, default: Any, kind: type = str, *,
+               minimum: Optional[float] = None) -> Any:
+        """Read option ``key`` of :attr:`config` as ``kind``, or ``default`` if absent.
+
+        ``kind`` is ``str``, ``int``, ``float`` or ``bool``; booleans read as circus reads
+        them (``true``, ``yes``, ``1``, ``on``...). A value that does not convert, or is
+        below ``minimum``, raises :class:`ConfigError` naming the plugin, option and value.
+        """
+        return self._convert(key, self.config.get(key, default), kind, minimum)
+
+    def _convert(self, key, value, kind, minimum=None):
+        try:
+            if kind is bool:
+                return to_bool(value, key)
+            if kind in (int, float):
+                return to_number(value, key, minimum=minimum, integer=kind is int)
+            return kind(value)
+        except ConfigError as exc:
+            raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
 
     # -- running ---------------------------------------------------------------------------
 
@@ -151,7 +166,7 @@ class CircusPlugin(metaclass=_PluginMeta):
                 self._stopped.wait()
             except _Interrupted as exc:
                 log.info('plugin %s: got %s, stopping',
-                         self._label, signal.Signals(exc.args[0]).name)
+                         self.name, signal.Signals(exc.args[0]).name)
             finally:
                 waiting[0] = False
         finally:
@@ -168,14 +183,14 @@ class CircusPlugin(metaclass=_PluginMeta):
         """
         with self._lock:
             if self._started or self._stopping:
-                raise RuntimeError('plugin %s was already started' % self._label)
+                raise RuntimeError('plugin %s was already started' % self.name)
             self._started = True
         if not self.active:
-            log.info('plugin %s is not active: waiting to be stopped', self._label)
+            log.info('plugin %s is not active: waiting to be stopped', self.name)
             return self
         ready: ThreadFuture = ThreadFuture()
         self._thread = threading.Thread(target=self._run, args=(ready,),
-                                        name='plugin-%s' % self._label, daemon=True)
+                                        name='plugin-%s' % self.name, daemon=True)
         self._thread.start()
         try:
             ready.result()
@@ -205,7 +220,7 @@ class CircusPlugin(metaclass=_PluginMeta):
             try:
                 self.handle_stop()
             except Exception:
-                log.exception('plugin %s: handle_stop failed', self._label)
+                log.exception('plugin %s: handle_stop failed', self.name)
             try:
                 self.loop.add_callback(self._shutdown)
             except RuntimeError:
@@ -232,7 +247,7 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.loop.add_callback(pause)
             done.result(timeout=self.call_timeout)
         except (RuntimeError, ThreadTimeout):
-            log.warning('plugin %s: still busy in a handler; stopping anyway', self._label)
+            log.warning('plugin %s: still busy in a handler; stopping anyway', self.name)
 
     def __enter__(self) -> 'CircusPlugin':
         return self.start_background()
@@ -254,7 +269,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         try:
             self.loop.start()
         except Exception:
-            log.exception('plugin %s: the event loop failed', self._label)
+            log.exception('plugin %s: the event loop failed', self.name)
         finally:
             self.running = False
             self._close()
@@ -270,7 +285,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         # Long enough for a last cast to leave, short enough not to hang with circusd gone.
         dealer.linger = 1000
         self._connect(dealer, self.endpoint)
-        self._client = Client(dealer, self.loop, self._label)
+        self._client = Client(dealer, self.loop, self.name)
         self.loop.add_handler(self._sub, self._on_sub_ready, IOLoop.READ)
         # Events may already be queued and the socket's fd only signals changes.
         self.loop.add_callback(self._drain_events)
@@ -317,13 +332,13 @@ class CircusPlugin(metaclass=_PluginMeta):
                 return
             if len(frames) != 2:
                 log.warning('plugin %s: ignored an event of %d frames',
-                            self._label, len(frames))
+                            self.name, len(frames))
                 continue
             try:
                 handle((frames[0], frames[1]))
             except Exception:
                 log.exception('plugin %s: handle_recv failed on %r',
-                              self._label, frames[0])
+                              self.name, frames[0])
             if self._paused:  # stop() called from the handler
                 return
         # More may be queued, and the fd will not signal them again: come back after
@@ -358,7 +373,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         try:
             self.loop.add_callback(begin)
         except RuntimeError:
-            raise CallError('%r: plugin %s is stopped' % (command, self._label)) from None
+            raise CallError('%r: plugin %s is stopped' % (command, self.name)) from None
         try:
             return future.result(timeout=self.call_timeout + busy_retry + 1)
         except ThreadTimeout:
@@ -394,7 +409,7 @@ class CircusPlugin(metaclass=_PluginMeta):
     def _require_client(self, command: str) -> Client:
         client = self._client
         if client is None:
-            raise CallError('%r: plugin %s is not running' % (command, self._label))
+            raise CallError('%r: plugin %s is not running' % (command, self.name))
         return client
 
     def _on_plugin_thread(self) -> bool:

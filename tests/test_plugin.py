@@ -272,3 +272,17 @@ def test_handle_stop_never_overlaps_handle_recv(circusd):
         gate.set()
         stopper.join(5)
     assert overlaps == [False]
+
+
+def test_start_in_main_thread_stops_on_sigterm_and_restores_handlers(circusd):
+    import os
+    import signal
+    plugin = collector(circusd)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    sender = threading.Thread(target=lambda: (wait_for(lambda: plugin.running),
+                                              os.kill(os.getpid(), signal.SIGTERM)))
+    sender.start()
+    plugin.start()
+    sender.join()
+    assert plugin.stops == 1 and not plugin.running and plugin._context is None
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
