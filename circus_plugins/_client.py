@@ -5,8 +5,10 @@ carries a fresh ``id``; circusd echoes it in the reply, which is how a reply fin
 request that is waiting for it, whatever order replies come back in.
 """
 import asyncio
+import itertools
 import json
 import logging
+import threading
 import time
 import uuid
 from typing import Any, Dict, Optional
@@ -35,6 +37,111 @@ def _retry_delays():
         delay = min(delay * 2, 1.0)
 
 
+_ids = itertools.count()
+_id_prefix = uuid.uuid4().hex[:12]
+
+
+def new_id() -> str:
+    """A request id unique in this process and, in practice, across processes."""
+    return '%s-%d' % (_id_prefix, next(_ids))
+
+
+def retry_busy(attempt, busy_retry: float) -> Dict[str, Any]:
+    """Run ``attempt()`` until circusd is not busy or ``busy_retry`` seconds have passed,
+    sleeping between tries: for blocking callers."""
+    reply = attempt()
+    if not busy_retry:
+        return reply
+    deadline = time.monotonic() + busy_retry
+    for delay in _retry_delays():
+        if not is_busy(reply) or time.monotonic() + delay > deadline:
+            return reply
+        time.sleep(delay)
+        reply = attempt()
+
+
+def _wait_reply(socket: zmq.Socket, msg_id: str, command: str, timeout: float,
+                on_other=None) -> Dict[str, Any]:
+    """Block until the reply to ``msg_id`` arrives on ``socket``; hand others to
+    ``on_other`` (or drop them: late replies to calls that timed out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise zmq.Again()
+            # A receive timeout rather than poll-then-receive: one call fewer per reply.
+            # Setting it costs too, so only when it changes by a millisecond or more.
+            wait_ms = max(1, int(remaining * 1000))
+            if abs(socket.getsockopt(zmq.RCVTIMEO) - wait_ms) > 1:
+                socket.setsockopt(zmq.RCVTIMEO, wait_ms)
+            frame = socket.recv()
+        except zmq.Again:
+            raise CallError('%r: no reply from circusd within %s s'
+                            % (command, timeout)) from None
+        reply = _decode(frame)
+        if reply is None:
+            continue
+        if reply.get('id') == msg_id:
+            return reply
+        if on_other is not None:
+            on_other(reply)
+
+
+def _decode(frame: bytes) -> Optional[Dict[str, Any]]:
+    try:
+        reply = json.loads(frame)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        log.warning('ignored a reply that is not a JSON object: %r', frame[:200])
+        return None
+    return reply
+
+
+class ThreadCaller:
+    """A DEALER socket that belongs to one thread calling circusd synchronously.
+
+    Handing each call to the loop thread and back costs two thread wake-ups, a third of
+    a ``list`` round trip; a socket of the caller's own avoids both. ``lock`` is held
+    while the socket is in use, so that :meth:`close` from the stopping thread never
+    overlaps a call (a zmq socket may change threads only across such a barrier).
+    """
+
+    def __init__(self, socket: zmq.Socket) -> None:
+        self.socket: Optional[zmq.Socket] = socket
+        self.lock = threading.Lock()
+
+    def call(self, command: str, props: Dict[str, Any], timeout: float,
+             busy_retry: float) -> Dict[str, Any]:
+        with self.lock:
+            return retry_busy(lambda: self._once(command, props, timeout), busy_retry)
+
+    def _once(self, command, props, timeout):
+        if self.socket is None:
+            raise CallError('%r: the plugin is stopped' % command)
+        msg_id = new_id()
+        try:
+            self.socket.send(_encode(msg_id, command, props), zmq.NOBLOCK)
+        except zmq.Again:
+            raise CallError('%r: circusd is not taking commands (send queue full)'
+                            % command) from None
+        return _wait_reply(self.socket, msg_id, command, timeout)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.socket is not None:
+                self.socket.close(linger=0)
+                self.socket = None
+
+
+def _encode(msg_id: str, command: str, props: Dict[str, Any], cast: bool = False) -> bytes:
+    message = {'id': msg_id, 'command': command, 'properties': props}
+    if cast:
+        message['msg_type'] = 'cast'
+    return json.dumps(message).encode('utf-8')
+
+
 class Client:
     """Sends commands on ``socket`` and routes replies; every method runs on ``loop``."""
 
@@ -48,10 +155,8 @@ class Client:
 
     def cast(self, command: str, props: Dict[str, Any]) -> None:
         """Send ``command`` with no reply expected. Errors are logged, not raised."""
-        message = {'id': uuid.uuid4().hex, 'command': command, 'properties': props,
-                   'msg_type': 'cast'}
         try:
-            self._send(message)
+            self._send(command, _encode(new_id(), command, props, cast=True))
         except CallError as exc:
             log.error('plugin %s: cast %r not sent: %s', self.label, command, exc)
 
@@ -59,9 +164,9 @@ class Client:
                       timeout: float) -> None:
         """Send ``command``; resolve ``future`` with the reply, or :class:`CallError`
         after ``timeout`` seconds. ``future`` may be an asyncio or a concurrent future."""
-        msg_id = uuid.uuid4().hex
+        msg_id = new_id()
         try:
-            self._send({'id': msg_id, 'command': command, 'properties': props})
+            self._send(command, _encode(msg_id, command, props))
         except CallError as exc:
             future.set_exception(exc)
             return
@@ -85,25 +190,19 @@ class Client:
 
     def call_blocking(self, command: str, props: Dict[str, Any], timeout: float,
                       busy_retry: float = 0.0) -> Dict[str, Any]:
-        """Like :meth:`call` but blocking the loop: for synchronous code on the loop thread."""
-        deadline = time.monotonic() + busy_retry
-        for delay in _retry_delays():
-            reply = self._call_blocking_once(command, props, timeout)
-            if not is_busy(reply) or time.monotonic() + delay > deadline:
-                return reply
-            time.sleep(delay)
+        """Like :meth:`call` but blocking the loop: for synchronous code on the loop thread.
 
-    def _call_blocking_once(self, command, props, timeout):
-        msg_id = uuid.uuid4().hex
-        self._send({'id': msg_id, 'command': command, 'properties': props})
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.socket.poll(remaining * 1000, zmq.POLLIN):
-                raise CallError('%r: no reply from circusd within %s s' % (command, timeout))
-            reply = self._drain(want=msg_id)
-            if reply is not None:
-                return reply
+        Replies to other requests that arrive meanwhile go to their futures.
+        """
+        def attempt():
+            msg_id = new_id()
+            self._send(command, _encode(msg_id, command, props))
+            try:
+                return _wait_reply(self.socket, msg_id, command, timeout, self._resolve)
+            finally:
+                # Our reads may have swallowed the fd's signal for replies still queued.
+                self.loop.add_callback(self._drain)
+        return retry_busy(attempt, busy_retry)
 
     def close(self) -> None:
         """Stop taking requests and fail the pending ones with :class:`CallError`."""
@@ -118,14 +217,14 @@ class Client:
                 future.set_exception(CallError('plugin %s stopped before circusd '
                                                'answered' % self.label))
 
-    def _send(self, message: Dict[str, Any]) -> None:
+    def _send(self, command: str, payload: bytes) -> None:
         if self._closed:
             raise CallError('plugin %s is stopped' % self.label)
         try:
-            self.socket.send(json.dumps(message).encode('utf-8'), zmq.NOBLOCK)
+            self.socket.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             raise CallError('%r: circusd is not taking commands (send queue full)'
-                            % message['command']) from None
+                            % command) from None
         # Sending processes the socket's pending commands and can swallow the fd's signal
         # for replies that are already queued.
         if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -134,32 +233,26 @@ class Client:
     def _on_ready(self, fd, events) -> None:
         self._drain()
 
-    def _drain(self, want: Optional[str] = None) -> Optional[Dict[str, Any]]:
-        """Route every queued reply; return the one whose id is ``want``, if it comes."""
+    def _drain(self) -> None:
+        """Route every queued reply to the request waiting for it."""
         while not self._closed:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return None
-            try:
-                reply = json.loads(frames[-1])
-                msg_id = reply.get('id')
-            except (ValueError, AttributeError):
-                log.warning('plugin %s: ignored a reply that is not a JSON object: %r',
-                            self.label, frames[-1][:200])
-                continue
-            if want is not None and msg_id == want:
-                self.loop.add_callback(self._drain)
-                return reply
-            entry = self._pending.pop(msg_id, None)
-            if entry is None:
-                log.debug('plugin %s: dropped a late reply %r', self.label, msg_id)
-                continue
-            future, expiry = entry
-            self.loop.remove_timeout(expiry)
-            if not future.done():
-                future.set_result(reply)
-        return None
+                return
+            reply = _decode(frames[-1])
+            if reply is not None:
+                self._resolve(reply)
+
+    def _resolve(self, reply: Dict[str, Any]) -> None:
+        entry = self._pending.pop(reply.get('id'), None)
+        if entry is None:
+            log.debug('plugin %s: dropped a late reply %r', self.label, reply.get('id'))
+            return
+        future, expiry = entry
+        self.loop.remove_timeout(expiry)
+        if not future.done():
+            future.set_result(reply)
 
     def _expire(self, msg_id: str, command: str, timeout: float) -> None:
         entry = self._pending.pop(msg_id, None)

@@ -37,7 +37,7 @@ def to_bool(value: Any, option: str = 'value') -> bool:
 
 
 def to_number(value: Any, option: str, *, minimum: Optional[float] = None,
-              integer: bool = False) -> float:
+              maximum: Optional[float] = None, integer: bool = False) -> float:
     """Convert an option to ``float`` (or ``int``), refusing junk with a :class:`ConfigError`."""
     try:
         number = int(str(value).strip()) if integer else float(value)
@@ -46,6 +46,8 @@ def to_number(value: Any, option: str, *, minimum: Optional[float] = None,
         raise ConfigError('option %r: %r is not %s' % (option, value, kind)) from None
     if minimum is not None and number < minimum:
         raise ConfigError('option %r: %r is below %s' % (option, value, minimum))
+    if maximum is not None and number > maximum:
+        raise ConfigError('option %r: %r is above %s' % (option, value, maximum))
     return number
 
 

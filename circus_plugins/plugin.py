@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import zmq
 from tornado.ioloop import IOLoop
 
-from ._client import Client
+from ._client import Client, ThreadCaller
 from .config import to_bool, to_number
 from .errors import CallError, ConfigError
 
@@ -113,28 +113,32 @@ class CircusPlugin(metaclass=_PluginMeta):
         self._context: Optional[zmq.Context] = None
         self._sub: Optional[zmq.Socket] = None
         self._client: Optional[Client] = None
+        self._callers: Dict[threading.Thread, ThreadCaller] = {}
         self._lock = threading.Lock()
         self._started = False
         self._stopping = False
         self._stopped = threading.Event()
         self._paused = False
+        self._ready: ThreadFuture = ThreadFuture()  # the start's outcome
 
     def option(self, key: str, default: Any, kind: type = str, *,
-               minimum: Optional[float] = None) -> Any:
+               minimum: Optional[float] = None, maximum: Optional[float] = None) -> Any:
         """Read option ``key`` of :attr:`config` as ``kind``, or ``default`` if absent.
 
         ``kind`` is ``str``, ``int``, ``float`` or ``bool``; booleans read as circus reads
         them (``true``, ``yes``, ``1``, ``on``...). A value that does not convert, or is
-        below ``minimum``, raises :class:`ConfigError` naming the plugin, option and value.
+        outside ``minimum``..``maximum``, raises :class:`ConfigError` naming the plugin,
+        option and value.
         """
-        return self._convert(key, self.config.get(key, default), kind, minimum)
+        return self._convert(key, self.config.get(key, default), kind, minimum, maximum)
 
-    def _convert(self, key, value, kind, minimum=None):
+    def _convert(self, key, value, kind, minimum=None, maximum=None):
         try:
             if kind is bool:
                 return to_bool(value, key)
             if kind in (int, float):
-                return to_number(value, key, minimum=minimum, integer=kind is int)
+                return to_number(value, key, minimum=minimum, maximum=maximum,
+                                 integer=kind is int)
             return kind(value)
         except ConfigError as exc:
             raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
@@ -148,8 +152,6 @@ class CircusPlugin(metaclass=_PluginMeta):
         :meth:`handle_stop`) and the previous handlers are put back afterwards. Raises
         whatever :meth:`handle_init` raised.
         """
-        self.start_background()
-        in_main = threading.current_thread() is threading.main_thread()
         waiting = [True]
 
         def interrupt(signum, frame):
@@ -158,11 +160,12 @@ class CircusPlugin(metaclass=_PluginMeta):
                 raise _Interrupted(signum)
 
         previous = {}
-        if in_main:
+        if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, interrupt)
         try:
             try:
+                self.start_background()
                 self._stopped.wait()
             except _Interrupted as exc:
                 log.info('plugin %s: got %s, stopping',
@@ -188,13 +191,12 @@ class CircusPlugin(metaclass=_PluginMeta):
         if not self.active:
             log.info('plugin %s is not active: waiting to be stopped', self.name)
             return self
-        ready: ThreadFuture = ThreadFuture()
-        self._thread = threading.Thread(target=self._run, args=(ready,),
-                                        name='plugin-%s' % self.name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name='plugin-%s' % self.name,
+                                        daemon=True)
         self._thread.start()
         try:
-            ready.result()
-        except BaseException:
+            self._ready.result()
+        except Exception:  # the start failed, and the thread has ended
             self._thread.join()
             self._stopping = True
             raise
@@ -216,6 +218,11 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.loop.close()
             self._stopped.set()
         elif first and thread.is_alive():
+            if not self._on_plugin_thread():
+                try:  # a stop during the start: let handle_init finish first
+                    self._ready.result()
+                except Exception:
+                    pass  # the start failed: nothing to stop
             self._pause_events()
             try:
                 self.handle_stop()
@@ -255,17 +262,17 @@ class CircusPlugin(metaclass=_PluginMeta):
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def _run(self, ready: ThreadFuture) -> None:
+    def _run(self) -> None:
         asyncio.set_event_loop(self.loop.asyncio_loop)
         try:
             self._open()
             self.handle_init()
         except BaseException as exc:
             self._close()
-            ready.set_exception(exc)
+            self._ready.set_exception(exc)
             return
         self.running = True
-        ready.set_result(None)
+        self._ready.set_result(None)
         try:
             self.loop.start()
         except Exception:
@@ -305,13 +312,17 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.loop.stop()
 
     def _close(self) -> None:
+        with self._lock:  # no new thread caller after this
+            callers, self._callers = list(self._callers.values()), {}
+            context, self._context = self._context, None
+        for caller in callers:
+            caller.close()
         for sock in (self._sub, self._client and self._client.socket):
             if sock is not None and not sock.closed:
                 sock.close()
         self._sub = self._client = None
-        if self._context is not None:
-            self._context.term()
-            self._context = None
+        if context is not None:
+            context.term()
         self.loop.close(all_fds=False)
 
     # -- events ----------------------------------------------------------------------------
@@ -357,28 +368,29 @@ class CircusPlugin(metaclass=_PluginMeta):
         From the plugin thread (e.g. in :meth:`handle_recv`) this blocks the loop until the
         reply comes; in a coroutine, prefer ``await`` :meth:`call_async`.
         """
-        busy_retry = to_number(props.pop('busy_retry', 0), 'busy_retry', minimum=0)
-        client = self._require_client(command)
-        if self._on_plugin_thread():
-            return client.call_blocking(command, props, self.call_timeout, busy_retry)
-        future: ThreadFuture = ThreadFuture()
+        busy_retry = props.pop('busy_retry', 0)
         if busy_retry:
-            def begin():
-                task = asyncio.ensure_future(
-                    client.call(command, props, self.call_timeout, busy_retry))
-                task.add_done_callback(lambda t: _copy_outcome(t, future))
-        else:
-            def begin():  # the common case: one hop to the loop, no coroutine
-                client.start_request(command, props, future, self.call_timeout)
-        try:
-            self.loop.add_callback(begin)
-        except RuntimeError:
-            raise CallError('%r: plugin %s is stopped' % (command, self.name)) from None
-        try:
-            return future.result(timeout=self.call_timeout + busy_retry + 1)
-        except ThreadTimeout:
-            raise CallError('%r: no reply from circusd at %s within %s s'
-                            % (command, self.endpoint, self.call_timeout)) from None
+            busy_retry = to_number(busy_retry, 'busy_retry', minimum=0)
+        if self._on_plugin_thread():
+            client = self._require_client(command)
+            return client.call_blocking(command, props, self.call_timeout, busy_retry)
+        return self._thread_caller(command).call(command, props, self.call_timeout,
+                                                 busy_retry)
+
+    def _thread_caller(self, command: str) -> ThreadCaller:
+        me = threading.current_thread()
+        with self._lock:
+            if self._context is None:
+                raise CallError('%r: plugin %s is not running' % (command, self.name))
+            caller = self._callers.get(me)
+            if caller is None:
+                for thread in [t for t in self._callers if not t.is_alive()]:
+                    self._callers.pop(thread).close()
+                socket = self._context.socket(zmq.DEALER)
+                socket.linger = 0
+                self._connect(socket, self.endpoint)
+                caller = self._callers[me] = ThreadCaller(socket)
+        return caller
 
     async def call_async(self, command: str, *, busy_retry: float = 0.0,
                          **props: Any) -> Dict[str, Any]:
@@ -451,12 +463,3 @@ class CircusPlugin(metaclass=_PluginMeta):
     def load_message(message: Union[bytes, str]) -> Dict[str, Any]:
         """Decode an event's JSON message into a dict."""
         return json.loads(message)
-
-
-def _copy_outcome(task, future: ThreadFuture) -> None:
-    if task.cancelled():
-        future.set_exception(CallError('request cancelled: the plugin stopped'))
-    elif task.exception() is not None:
-        future.set_exception(task.exception())
-    else:
-        future.set_result(task.result())

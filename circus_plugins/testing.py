@@ -23,8 +23,8 @@ import zmq
 
 from ._client import is_busy
 
-__all__ = ['Circusd', 'EventRecorder', 'free_port', 'load_events', 'wait_connected',
-           'wait_for']
+__all__ = ['Circusd', 'EventRecorder', 'UdpReceiver', 'free_port', 'load_events',
+           'wait_connected', 'wait_for']
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -273,3 +273,51 @@ def wait_connected(pid: int, endpoint: str, timeout: float = 5.0) -> None:
         return any(c.raddr and c.raddr.port == port and c.status == 'ESTABLISHED'
                    for c in process.net_connections('tcp'))
     wait_for(connected, timeout, what='pid %d to connect to %s' % (pid, endpoint))
+
+
+class UdpReceiver:
+    """A UDP socket on 127.0.0.1 collecting datagrams, as a statsd server would.
+
+    :attr:`datagrams` holds every datagram received so far; :meth:`lines` splits them into
+    metric lines.
+    """
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(('127.0.0.1', 0))
+        self.port = self.socket.getsockname()[1]
+        self.datagrams: List[bytes] = []
+
+    def receive(self, timeout: float = 0.05) -> List[bytes]:
+        """Collect what has arrived, waiting at most ``timeout`` seconds for the first."""
+        new = []
+        self.socket.settimeout(timeout)
+        try:
+            while True:
+                new.append(self.socket.recv(65536))
+                self.socket.settimeout(0)
+        except (socket.timeout, BlockingIOError):
+            pass
+        self.datagrams.extend(new)
+        return new
+
+    def lines(self) -> List[str]:
+        return [line for datagram in self.datagrams
+                for line in datagram.decode('utf-8').split('\n')]
+
+    def wait_lines(self, condition: Callable[[List[str]], Any], timeout: float = 5.0,
+                   what: str = 'metrics') -> Any:
+        """Wait until ``condition(self.lines())`` is true; return its value."""
+        def check():
+            self.receive()
+            return condition(self.lines())
+        return wait_for(check, timeout, interval=0, what=what)
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def __enter__(self) -> 'UdpReceiver':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -54,3 +54,11 @@ def no_leftover_threads():
 
 def python_cmd(*args):
     return [sys.executable] + list(args)
+
+
+@pytest.fixture
+def udp():
+    """A UDP receiver standing in for a statsd server."""
+    from circus_plugins.testing import UdpReceiver
+    with UdpReceiver() as receiver:
+        yield receiver

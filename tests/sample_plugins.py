@@ -4,6 +4,7 @@
 """
 import json
 import os
+import time
 
 from circus_plugins import CircusPlugin
 
@@ -53,3 +54,11 @@ class ConfigDump(CircusPlugin):
 
 class NotAPlugin:
     pass
+
+
+class SlowStart(ConfigDump):
+    """A ConfigDump whose handle_init takes ``init_seconds`` (default 1) to finish."""
+
+    def handle_init(self):
+        super().handle_init()
+        time.sleep(float(self.config.get('init_seconds', 1)))

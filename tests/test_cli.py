@@ -105,3 +105,16 @@ def test_version_and_help():
     for flag in ('--endpoint', '--pubsub', '--config', '--check-delay', '--log-level',
                  '--log-output', '--ssh', '--ini', '--version'):
         assert flag in usage
+
+
+def test_signal_during_handle_init_still_stops_gracefully(tmp_path):
+    dump = tmp_path / 'dump.jsonl'
+    proc = start_cli('--config', 'dump:%s' % dump, 'sample_plugins.SlowStart',
+                     stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: dump.exists() and dump.read_text(), what='handle_init to begin')
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+    assert dump.read_text().splitlines()[-1] == 'stopped'

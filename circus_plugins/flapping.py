@@ -1,0 +1,191 @@
+"""Stopping watchers whose processes die too often ("flapping").
+
+A watcher flaps when ``attempts`` of its processes die within ``window`` seconds. The
+plugin then stops it, starts it again ``retry_in`` seconds later, and after ``max_retry``
+such retries stops it for good. Each stop and start is confirmed by circusd (retried while
+circusd is busy) and logged.
+
+Options, each of which a watcher may override with a ``flapping.<option>`` key in its own
+section:
+
+- ``attempts`` (default 2): deaths within the window that make a watcher flap;
+- ``window`` (default 1): the window, in seconds;
+- ``retry_in`` (default 7): seconds before a flapping watcher is started again;
+- ``max_retry`` (default 5): restarts before giving up; -1 retries forever;
+- ``active`` (default true): false leaves the watcher (or, at plugin level, every
+  watcher) alone.
+
+Example::
+
+    [plugin:flapping]
+    use = circus_plugins.flapping.Flapping
+    retry_in = 3
+    max_retry = 2
+
+    [watcher:web]
+    cmd = ./web
+    flapping.max_retry = 10
+"""
+import collections
+import logging
+import time
+from typing import Any, Dict, Optional
+
+from .config import to_bool, to_number
+from .errors import CallError, ConfigError
+from .plugin import CircusPlugin
+
+log = logging.getLogger('circus_plugins')
+
+INFINITE_RETRY = -1
+#: Seconds during which a stop or start refused by a busy circusd is tried again.
+_BUSY_RETRY = 30.0
+
+# name: (kind, default, minimum)
+_OPTIONS = {
+    'attempts': (int, 2, 1),
+    'window': (float, 1.0, 0),
+    'retry_in': (float, 7.0, 0),
+    'max_retry': (int, 5, -1),
+    'active': (bool, True, None),
+}
+
+
+class _Watch:
+    """What the plugin knows of one watcher."""
+
+    def __init__(self) -> None:
+        self.deaths = collections.deque()  # monotonic times of reaps
+        self.tries = 0
+        self.restarted = 0.0               # monotonic time of our last start
+        self.options: Optional[Dict[str, Any]] = None
+        self.retry = None                  # timeout handle of the pending restart
+        self.acting = False                # a stop or start of ours is under way
+        self.expected = collections.Counter()  # stop/start events our commands cause
+
+
+class Flapping(CircusPlugin):
+    """Stops watchers that flap, retries them, and gives up after ``max_retry``."""
+
+    name = 'flapping'
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.defaults = {key: self.option(key, default, kind, minimum=minimum)
+                         for key, (kind, default, minimum) in _OPTIONS.items()}
+        for key, value in self.defaults.items():
+            setattr(self, key, value)
+        self.watches: Dict[str, _Watch] = {}
+
+    def handle_recv(self, data):
+        watcher, action, _ = self.split_data(data)
+        watch = self.watches.setdefault(watcher, _Watch())
+        # circusd publishes no reap for the processes it kills itself (decr, stop,
+        # restart): every reap is a process that died on its own.
+        if action == 'reap':
+            if not watch.acting and watch.retry is None:
+                watch.deaths.append(time.monotonic())
+                self.loop.add_callback(self._check, watcher, watch)
+        elif action == 'updated':
+            watch.options = None  # read again at the next death
+        elif action == 'remove':
+            self._by_someone_else(watcher, watch, action)
+            del self.watches[watcher]
+        elif action in ('stop', 'start'):
+            if watch.expected[action]:
+                watch.expected[action] -= 1
+            else:
+                self._by_someone_else(watcher, watch, action)
+
+    def handle_stop(self):
+        self.loop.add_callback(self._cancel_retries)
+
+    def _cancel_retries(self):
+        for watch in self.watches.values():
+            if watch.retry is not None:
+                self.loop.remove_timeout(watch.retry)
+                watch.retry = None
+
+    def _by_someone_else(self, watcher: str, watch: _Watch, action: str) -> None:
+        """An operator (or another plugin) stopped or started the watcher: forget the
+        deaths and tries we counted, and drop our pending restart."""
+        if watch.retry is not None:
+            self.loop.remove_timeout(watch.retry)
+            watch.retry = None
+            log.info('%s: %s by someone else: cancelled our restart', watcher, action)
+        watch.deaths.clear()
+        watch.tries = 0
+
+    async def options_for(self, watcher: str, watch: _Watch) -> Dict[str, Any]:
+        """The plugin's options overridden by the watcher's ``flapping.*`` options."""
+        if watch.options is not None:
+            return watch.options
+        options = dict(self.defaults)
+        reply = await self.call_async('options', name=watcher)
+        prefix = self.name + '.'
+        for key, value in reply.get('options', {}).items():
+            option = key[len(prefix):] if key.startswith(prefix) else None
+            if option in _OPTIONS:
+                kind, _, minimum = _OPTIONS[option]
+                try:
+                    options[option] = (to_bool(value, key) if kind is bool else
+                                       to_number(value, key, minimum=minimum,
+                                                 integer=kind is int))
+                except ConfigError as exc:
+                    log.error('%s: ignored: %s', watcher, exc)
+        if not to_bool(reply.get('options', {}).get('check_flapping', True)):
+            options['active'] = False
+        watch.options = options
+        return options
+
+    async def _check(self, watcher: str, watch: _Watch) -> None:
+        try:
+            options = await self.options_for(watcher, watch)
+        except CallError as exc:
+            log.error('%s: cannot read its options: %s', watcher, exc)
+            return
+        if not options['active'] or watch.acting or watch.retry is not None:
+            return
+        now = time.monotonic()
+        while watch.deaths and now - watch.deaths[0] > options['window']:
+            watch.deaths.popleft()
+        if len(watch.deaths) == 1 and now - watch.restarted > options['window']:
+            watch.tries = 0  # it had run a whole window without dying: stable again
+        if len(watch.deaths) < options['attempts']:
+            return
+        watch.deaths.clear()
+        max_retry = options['max_retry']
+        if watch.tries < max_retry or max_retry == INFINITE_RETRY:
+            watch.tries += 1
+            log.info('%s: flapping detected: retry in %g s (attempt number %d)',
+                     watcher, options['retry_in'], watch.tries)
+            if await self._command('stop', watcher, watch):
+                watch.retry = self.loop.call_later(options['retry_in'], self._restart,
+                                                   watcher, watch)
+        else:
+            log.info('%s: flapping detected: reached max retry limit (%d): stopping it '
+                     'for good', watcher, max_retry)
+            watch.tries = 0
+            await self._command('stop', watcher, watch)
+
+    async def _restart(self, watcher: str, watch: _Watch) -> None:
+        watch.retry = None
+        watch.restarted = time.monotonic()
+        await self._command('start', watcher, watch)
+
+    async def _command(self, command: str, watcher: str, watch: _Watch) -> bool:
+        """Send ``command`` for ``watcher`` until circusd takes it; log the outcome."""
+        watch.acting = True
+        watch.expected[command] += 1
+        try:
+            reply = await self.call_async(command, name=watcher, busy_retry=_BUSY_RETRY)
+        except CallError as exc:
+            reply = {'status': 'error', 'reason': str(exc)}
+        finally:
+            watch.acting = False
+        if reply.get('status') == 'ok':
+            log.info('%s: %s done', watcher, 'stopped' if command == 'stop' else 'started')
+            return True
+        watch.expected[command] -= 1
+        log.error('%s: could not %s it: %s', watcher, command, reply.get('reason'))
+        return False

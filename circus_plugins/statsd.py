@@ -1,0 +1,363 @@
+"""Sending circusd's events and statistics to statsd.
+
+:class:`StatsdClient` speaks statsd's UDP line protocol, ``name:value|type[|@rate]``, and
+can batch lines into datagrams of at most 512 bytes with :meth:`StatsdClient.pipeline`.
+:class:`StatsdEmitter` counts every event circusd publishes as
+``circus.<application_name>.watcher.<watcher>.<action>``; :class:`BaseObserver` runs
+:meth:`~BaseObserver.look_after` every ``loop_rate`` seconds, and :class:`FullStats` uses
+it to send per-watcher CPU and memory gauges.
+
+Example ``circus.ini`` section::
+
+    [plugin:statsd]
+    use = circus_plugins.statsd.StatsdEmitter
+    host = 127.0.0.1
+    port = 8125
+    application_name = web
+"""
+import logging
+import random
+import re
+import socket
+import time
+from typing import Any, Dict, List, Optional
+
+from tornado.ioloop import PeriodicCallback
+
+from .plugin import CircusPlugin
+
+log = logging.getLogger('circus_plugins')
+
+#: Datagrams stay under this size (bytes) unless told otherwise: safe on any network.
+MAX_DATAGRAM = 512
+#: Seconds before a failed name lookup is tried again.
+_RESOLVE_RETRY = 30.0
+
+
+class _Metrics:
+    """The metric methods, shared by the client (sends at once) and its pipelines."""
+
+    prefix: Optional[str]
+    sample_rate: float
+
+    def send(self, bucket: str, value: str, sample_rate: Optional[float] = None) -> None:
+        """Send one metric: ``value`` is the part after the colon, like ``'1|c'``.
+
+        With a sample rate below 1, the metric is sent only that fraction of the time,
+        marked ``|@rate`` so that statsd scales it back up.
+        """
+        rate = self.sample_rate if sample_rate is None else sample_rate
+        if rate < 1:
+            if random.random() >= rate:
+                return
+            value = '%s|@%s' % (value, rate)
+        if self.prefix:
+            bucket = '%s.%s' % (self.prefix, bucket)
+        self._emit('%s:%s' % (bucket, value))
+
+    def increment(self, bucket: str, delta: int = 1,
+                  sample_rate: Optional[float] = None) -> None:
+        """Add ``delta`` to counter ``bucket``."""
+        self.send(bucket, '%d|c' % delta, sample_rate)
+
+    def decrement(self, bucket: str, delta: int = 1,
+                  sample_rate: Optional[float] = None) -> None:
+        """Subtract ``delta`` from counter ``bucket``."""
+        self.send(bucket, '%d|c' % -abs(delta), sample_rate)
+
+    def gauge(self, bucket: str, value: float, sample_rate: Optional[float] = None) -> None:
+        """Set gauge ``bucket`` to ``value``."""
+        self.send(bucket, '%s|g' % value, sample_rate)
+
+    def timed(self, bucket: str, value: float, sample_rate: Optional[float] = None) -> None:
+        """Record a duration of ``value`` milliseconds in timer ``bucket``."""
+        self.send(bucket, '%s|ms' % value, sample_rate)
+
+    def set(self, bucket: str, value: Any, sample_rate: Optional[float] = None) -> None:
+        """Add ``value`` to set ``bucket`` (statsd counts distinct values)."""
+        self.send(bucket, '%s|s' % value, sample_rate)
+
+    def _emit(self, line: str) -> None:
+        raise NotImplementedError
+
+
+class StatsdClient(_Metrics):
+    """A statsd client over UDP.
+
+    :param host: statsd's host name or address.
+    :param port: statsd's UDP port.
+    :param prefix: prepended, with a dot, to every bucket.
+    :param sample_rate: default rate, from 0 to 1, at which metrics are sent.
+    :param max_size: largest datagram, in bytes, that :meth:`pipeline` sends.
+
+    Sending never raises: a failed lookup or send is counted in :attr:`errors` and logged
+    once per kind of error. Not thread-safe: use it from one thread (the plugin's).
+    """
+
+    def __init__(self, host: str = 'localhost', port: int = 8125,
+                 prefix: Optional[str] = None, sample_rate: float = 1,
+                 max_size: int = MAX_DATAGRAM) -> None:
+        self.host = host
+        self.port = int(port)
+        self.prefix = prefix
+        self.sample_rate = float(sample_rate)
+        self.max_size = max_size
+        #: Datagrams that could not be sent, and lookups that failed.
+        self.errors = 0
+        #: Datagrams sent.
+        self.sent = 0
+        self._address = None
+        self._next_lookup = 0.0
+        self._logged = set()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+
+    def pipeline(self) -> 'Pipeline':
+        """A buffer of metrics sent together, packed into few datagrams, by
+        :meth:`Pipeline.send` or at the end of a ``with`` block."""
+        return Pipeline(self)
+
+    def stop(self) -> None:
+        """Close the socket."""
+        self._socket.close()
+
+    def _emit(self, line: str) -> None:
+        self._send_datagram(line.encode('utf-8'))
+
+    def send_lines(self, lines: List[str]) -> None:
+        """Send ``lines``, joined by newlines into datagrams of at most ``max_size`` bytes.
+
+        A line longer than ``max_size`` goes alone in its own datagram.
+        """
+        batch, size = [], 0
+        for line in lines:
+            data = line.encode('utf-8')
+            if batch and size + 1 + len(data) > self.max_size:
+                self._send_datagram(b'\n'.join(batch))
+                batch, size = [], 0
+            size += len(data) + (1 if batch else 0)
+            batch.append(data)
+        if batch:
+            self._send_datagram(b'\n'.join(batch))
+
+    def _send_datagram(self, data: bytes) -> None:
+        address = self._address or self._lookup()
+        if address is None:
+            return
+        try:
+            self._socket.sendto(data, address)
+            self.sent += 1
+        except OSError as exc:
+            self._failed('sending to %s:%s' % (self.host, self.port), exc)
+
+    def _lookup(self):
+        now = time.monotonic()
+        if now < self._next_lookup:
+            self.errors += 1
+            return None
+        try:
+            info = socket.getaddrinfo(self.host, self.port, socket.AF_INET,
+                                      socket.SOCK_DGRAM)
+            self._address = info[0][4]
+        except OSError as exc:
+            self._next_lookup = now + _RESOLVE_RETRY
+            self._failed('looking up %r' % self.host, exc)
+        return self._address
+
+    def _failed(self, doing: str, exc: OSError) -> None:
+        self.errors += 1
+        kind = (doing, type(exc), getattr(exc, 'errno', None))
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.warning('statsd: %s failed: %s (counted, not logged again)', doing, exc)
+
+
+class Pipeline(_Metrics):
+    """Metrics buffered for one send; made by :meth:`StatsdClient.pipeline`.
+
+    Not thread-safe.
+    """
+
+    def __init__(self, client: StatsdClient) -> None:
+        self.client = client
+        self.prefix = client.prefix
+        self.sample_rate = client.sample_rate
+        self.lines: List[str] = []
+
+    def _emit(self, line: str) -> None:
+        self.lines.append(line)
+
+    def send(self, bucket: Optional[str] = None, value: Optional[str] = None,
+             sample_rate: Optional[float] = None) -> None:
+        """With arguments, buffer one metric (as :meth:`StatsdClient.send`); without,
+        send everything buffered and empty the buffer."""
+        if bucket is not None:
+            return super().send(bucket, value, sample_rate)
+        lines, self.lines = self.lines, []
+        if lines:
+            self.client.send_lines(lines)
+
+    def __enter__(self) -> 'Pipeline':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.send()
+
+
+class StatsdEmitter(CircusPlugin):
+    """Counts every circusd event in statsd as ``<prefix>.<watcher>.<action>``.
+
+    Options: ``host`` (default ``localhost``), ``port`` (8125), ``application_name``
+    (``app``), ``prefix`` (default ``circus.<application_name>.watcher``), ``sample_rate``
+    (1.0, from 0 to 1). Events arriving together go out together, batched into datagrams
+    of at most 512 bytes.
+    """
+
+    name = 'statsd'
+    default_app_name = 'app'
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.app = self.option('application_name', self.default_app_name)
+        self.prefix = self.option('prefix', 'circus.%s.watcher' % self.app)
+        rate = self.option('sample_rate', 1.0, float, minimum=0, maximum=1)
+        self.statsd = StatsdClient(host=self.option('host', 'localhost'),
+                                   port=self.option('port', 8125, int, minimum=1),
+                                   prefix=self.prefix, sample_rate=rate)
+        self._batch = self.statsd.pipeline()
+        self._flush_scheduled = False
+
+    @property
+    def metrics(self) -> _Metrics:
+        """Where to put metrics from the plugin thread: a batch sent once the loop has
+        handled what is waiting (a burst of events, say)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.add_callback(self._flush)
+        return self._batch
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._batch.send()
+
+    def handle_recv(self, data):
+        watcher, action, _ = self.split_data(data)
+        self.metrics.increment('%s.%s' % (watcher, action))
+
+    def handle_stop(self):
+        # Runs in the stopping thread once events have paused: hand the last batch to
+        # the loop, which is still running, and close the socket after it.
+        self.loop.add_callback(self._close)
+
+    def _close(self):
+        self._flush()
+        self.statsd.stop()
+
+
+class BaseObserver(StatsdEmitter):
+    """A statsd plugin that calls :meth:`look_after` every ``loop_rate`` seconds (default
+    60) on the plugin's loop. ``look_after`` may be a coroutine; a slow one is not run
+    again before it ends."""
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.loop_rate = self.option('loop_rate', 60.0, float, minimum=0.001)
+        self._period: Optional[PeriodicCallback] = None
+        self._looking = False
+
+    def handle_init(self):
+        self._period = PeriodicCallback(self._tick, self.loop_rate * 1000)
+        self._period.start()
+
+    def handle_stop(self):
+        if self._period is not None:
+            self.loop.add_callback(self._period.stop)
+        super().handle_stop()
+
+    def handle_recv(self, data):
+        pass
+
+    async def _tick(self):
+        if self._looking:
+            return
+        self._looking = True
+        try:
+            result = self.look_after()
+            if hasattr(result, '__await__'):
+                await result
+        except Exception:
+            log.exception('plugin %s: look_after failed', self.name)
+        finally:
+            self._looking = False
+
+    def look_after(self):
+        """Do the periodic work; to be implemented."""
+        raise NotImplementedError()
+
+
+_UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40, 'P': 1 << 50}
+
+
+def human_to_bytes(text: str) -> int:
+    """``'1.52M'`` -> bytes, as circusd writes memory sizes in its ``stats`` replies."""
+    match = re.fullmatch(r'\s*([0-9.]+)\s*([KMGTP]?)B?\s*', str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError('%r is not a size' % (text,))
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+class FullStats(BaseObserver):
+    """Every ``loop_rate`` seconds, sends gauges for each watcher from circusd's ``stats``:
+    ``_stats.<watcher>.cpu_max``, ``cpu_sum`` (percent), ``mem_pct_max``, ``mem_pct_sum``
+    (percent), ``mem_max``, ``mem_sum`` (bytes), ``watchers_num`` (live processes) and
+    ``spawn_count``; ``_stats.error`` counts failed ``stats`` calls. Plugins are skipped.
+    """
+
+    name = 'full_stats'
+
+    def __init__(self, *args, **config):
+        super().__init__(*args, **config)
+        self._spawns: Dict[str, int] = {}
+
+    def handle_recv(self, data):
+        watcher, action, _ = self.split_data(data)
+        if action == 'spawn':
+            self._spawns[watcher] = self._spawns.get(watcher, 0) + 1
+
+    async def look_after(self):
+        try:
+            reply = await self.call_async('stats')
+        except Exception as exc:
+            reply = {'status': 'error', 'reason': str(exc)}
+        if reply.get('status') != 'ok':
+            log.warning('plugin %s: stats failed: %s', self.name, reply.get('reason'))
+            self.metrics.increment('_stats.error')
+            return
+        for watcher, infos in reply.get('infos', {}).items():
+            if not watcher.startswith('plugin:'):
+                self._gauge_watcher(watcher, infos)
+
+    def _gauge_watcher(self, watcher: str, infos: Dict[str, Any]) -> None:
+        metrics = self.metrics
+        processes = [info for info in infos.values() if isinstance(info, dict)]
+        spawn_count = infos.get('spawn_count', self._spawns.get(watcher))
+        if spawn_count is not None:
+            metrics.gauge('_stats.%s.spawn_count' % watcher, spawn_count)
+        metrics.gauge('_stats.%s.watchers_num' % watcher, len(processes))
+        if not processes:
+            return
+        cpus = [p.get('cpu', 0) for p in processes]
+        mems = [p.get('mem', 0) for p in processes]
+        sizes = []
+        for process in processes:
+            try:
+                sizes.append(human_to_bytes(process.get('mem_info1', 0)))
+            except ValueError:
+                continue
+        metrics.gauge('_stats.%s.cpu_max' % watcher, max(cpus))
+        metrics.gauge('_stats.%s.cpu_sum' % watcher, sum(cpus))
+        metrics.gauge('_stats.%s.mem_pct_max' % watcher, max(mems))
+        metrics.gauge('_stats.%s.mem_pct_sum' % watcher, sum(mems))
+        if sizes:
+            metrics.gauge('_stats.%s.mem_max' % watcher, max(sizes))
+            metrics.gauge('_stats.%s.mem_sum' % watcher, sum(sizes))
