@@ -31,10 +31,12 @@ def is_busy(reply: Dict[str, Any]) -> bool:
 
 
 def _retry_delays():
-    delay = 0.05
+    # circusd is busy in bursts (a crashing watcher keeps it managing watchers nearly
+    # all the time): short waits find the gaps; a refusal costs circusd little.
+    delay = 0.02
     while True:
         yield delay
-        delay = min(delay * 2, 1.0)
+        delay = min(delay * 2, 0.25)
 
 
 _ids = itertools.count()

@@ -1,6 +1,7 @@
 """Stopping watchers whose processes die too often ("flapping").
 
-A watcher flaps when ``attempts`` of its processes die within ``window`` seconds. The
+A watcher flaps when ``attempts`` of its processes die within ``window`` seconds (plus
+``check_delay``, as circus counts: circusd only notices deaths every ``check_delay``). The
 plugin then stops it, starts it again ``retry_in`` seconds later, and after ``max_retry``
 such retries stops it for good. Each stop and start is confirmed by circusd (retried while
 circusd is busy) and logged.
@@ -55,9 +56,9 @@ class _Watch:
     """What the plugin knows of one watcher."""
 
     def __init__(self) -> None:
-        self.deaths = collections.deque()  # monotonic times of reaps
+        self.deaths = collections.deque()  # times of reaps, as circusd stamped them
         self.tries = 0
-        self.restarted = 0.0               # monotonic time of our last start
+        self.restarted = 0.0               # time of our last start
         self.options: Optional[Dict[str, Any]] = None
         self.retry = None                  # timeout handle of the pending restart
         self.acting = False                # a stop or start of ours is under way
@@ -78,13 +79,13 @@ class Flapping(CircusPlugin):
         self.watches: Dict[str, _Watch] = {}
 
     def handle_recv(self, data):
-        watcher, action, _ = self.split_data(data)
+        watcher, action, message = self.split_data(data)
         watch = self.watches.setdefault(watcher, _Watch())
         # circusd publishes no reap for the processes it kills itself (decr, stop,
         # restart): every reap is a process that died on its own.
         if action == 'reap':
             if not watch.acting and watch.retry is None:
-                watch.deaths.append(time.monotonic())
+                watch.deaths.append(self.load_message(message).get('time') or time.time())
                 self.loop.add_callback(self._check, watcher, watch)
         elif action == 'updated':
             watch.options = None  # read again at the next death
@@ -146,10 +147,13 @@ class Flapping(CircusPlugin):
             return
         if not options['active'] or watch.acting or watch.retry is not None:
             return
-        now = time.monotonic()
-        while watch.deaths and now - watch.deaths[0] > options['window']:
+        # circusd notices deaths when it checks its processes, every check_delay
+        # seconds, so deaths that close together can be up to check_delay further apart.
+        span = options['window'] + self.check_delay
+        latest = watch.deaths[-1] if watch.deaths else time.time()
+        while watch.deaths and latest - watch.deaths[0] > span:
             watch.deaths.popleft()
-        if len(watch.deaths) == 1 and now - watch.restarted > options['window']:
+        if len(watch.deaths) == 1 and latest - watch.restarted > span:
             watch.tries = 0  # it had run a whole window without dying: stable again
         if len(watch.deaths) < options['attempts']:
             return
@@ -170,8 +174,8 @@ class Flapping(CircusPlugin):
 
     async def _restart(self, watcher: str, watch: _Watch) -> None:
         watch.retry = None
-        watch.restarted = time.monotonic()
-        await self._command('start', watcher, watch)
+        if await self._command('start', watcher, watch):
+            watch.restarted = time.time()
 
     async def _command(self, command: str, watcher: str, watch: _Watch) -> bool:
         """Send ``command`` for ``watcher`` until circusd takes it; log the outcome."""
@@ -184,7 +188,7 @@ class Flapping(CircusPlugin):
         finally:
             watch.acting = False
         if reply.get('status') == 'ok':
-            log.info('%s: %s done', watcher, 'stopped' if command == 'stop' else 'started')
+            log.info('%s: %s', watcher, 'stopped' if command == 'stop' else 'started')
             return True
         watch.expected[command] -= 1
         log.error('%s: could not %s it: %s', watcher, command, reply.get('reason'))

@@ -397,7 +397,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         """Send ``command`` to circusd and return its reply; for coroutines on :attr:`loop`.
 
         :param busy_retry: seconds during which circusd's "arbiter is already running ...
-            command" refusal (errno 5) is retried, with a backoff from 50 ms to 1 s.
+            command" refusal (errno 5) is retried, with a backoff from 20 to 250 ms.
             State-changing commands (``stop``, ``start``, ``restart``, ``kill`` ...) sent in
             reaction to events need it: circusd is often busy reaping at that moment. If
             circusd is still busy at the deadline, its last refusal is returned.

@@ -61,8 +61,8 @@ class Circusd:
 
     :param workdir: where the circus.ini and circusd's log go.
     :param watchers: ``{name: {option: value}}`` for ``[watcher:name]`` sections.
-    :param plugins: ``{name: {option: value}}`` for ``[plugin:name]`` sections. Unless
-        given, each plugin's stdout and stderr go to ``<workdir>/plugin-<name>.log``.
+    :param plugins: ``{name: {option: value}}`` for ``[plugin:name]`` sections. Their logs
+        go to circusd's, :meth:`log`.
     :param circus: extra ``[circus]`` options (``check_delay`` is 1 s unless given).
     :param env: extra environment variables for circusd and so for its plugins.
     """
@@ -80,27 +80,19 @@ class Circusd:
         self._env = env or {}
         settings = {'endpoint': self.endpoint, 'pubsub_endpoint': self.pubsub_endpoint,
                     # Empty: circusd would otherwise join a multicast group.
-                    'multicast_endpoint': '', 'check_delay': 1}
+                    'multicast_endpoint': '', 'check_delay': 1,
+                    # circusd passes this on to its plugins: their logs land here too.
+                    'logoutput': self.log_path}
         settings.update(circus or {})
         text = _section('circus', settings)
         for name, options in (watchers or {}).items():
             text += _section('watcher:%s' % name, options)
         for name, options in (plugins or {}).items():
-            options = dict(options)
-            log_file = self.plugin_log(name)
-            options.setdefault('stdout_stream.class', 'FileStream')
-            options.setdefault('stdout_stream.filename', log_file)
-            options.setdefault('stderr_stream.class', 'FileStream')
-            options.setdefault('stderr_stream.filename', log_file)
             text += _section('plugin:%s' % name, options)
         with open(self.ini_path, 'w', encoding='utf-8') as ini:
             ini.write(text)
         self._context = zmq.Context()
         self._socket: Optional[zmq.Socket] = None
-
-    def plugin_log(self, name: str) -> str:
-        """Path of the file collecting the output of plugin ``name``."""
-        return os.path.join(self.workdir, 'plugin-%s.log' % name)
 
     def start(self, timeout: float = 8.0) -> 'Circusd':
         """Start circusd and wait until it answers commands."""
@@ -226,6 +218,14 @@ class EventRecorder:
                     break
                 new.append((topic, message))
         self.events.extend(new)
+        return new
+
+    def listen(self, seconds: float) -> List[tuple]:
+        """Collect events for ``seconds``: to show that something does *not* happen."""
+        deadline = time.monotonic() + seconds
+        new = []
+        while time.monotonic() < deadline:
+            new += self.poll(max(0.0, deadline - time.monotonic()))
         return new
 
     def wait(self, topic: bytes, timeout: float = 5.0) -> tuple:
