@@ -165,7 +165,7 @@ class Client:
     def start_request(self, command: str, props: Dict[str, Any], future,
                       timeout: float) -> None:
         """Send ``command``; resolve ``future`` with the reply, or :class:`CallError`
-        after ``timeout`` seconds. ``future`` may be an asyncio or a concurrent future."""
+        after ``timeout`` seconds."""
         msg_id = new_id()
         try:
             self._send(command, _encode(msg_id, command, props))
