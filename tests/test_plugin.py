@@ -175,6 +175,21 @@ def test_concurrent_calls_each_get_their_own_reply(start_circusd):
             thread.start()
         for thread in threads:
             thread.join(timeout=10)
+
+        # and 100 at once on the loop's own socket, answered in whatever order
+        async def gathered():
+            import asyncio
+            names = ['w%d' % (n % 8) for n in range(100)]
+            replies = await asyncio.gather(*[plugin.call_async('options', name=name)
+                                             for name in names])
+            return [(name, reply.get('options', {}).get('cmd'))
+                    for name, reply in zip(names, replies)]
+        outcome = queue.Queue()
+        plugin.loop.add_callback(lambda: plugin.loop.asyncio_loop.create_task(
+            gathered()).add_done_callback(lambda t: outcome.put(t.result())))
+        for name, cmd in outcome.get(timeout=8):
+            if cmd != 'sleep 10%s' % name[1:]:
+                failures.append((name, cmd))
     assert not failures
 
 
