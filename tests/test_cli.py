@@ -1,4 +1,5 @@
 """The circus-plugin command, run as a real process."""
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,17 @@ def start_cli(*args, stderr):
     return subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'circus-plugin')]
                             + list(args), stdout=subprocess.DEVNULL, stderr=stderr,
                             env=dict(os.environ, **PLUGIN_ENV))
+
+
+def signal_once_dumped(proc, dump, signum):
+    """Send ``signum`` once the ConfigDump plugin run by ``proc`` has written to ``dump``
+    (in its handle_init); return the exit status."""
+    try:
+        wait_for(lambda: dump.exists() and dump.read_text(), what='the plugin to start')
+        proc.send_signal(signum)
+        return proc.wait(timeout=5)
+    finally:
+        proc.kill()
 
 
 def test_seed_logger_by_cli_keeps_every_event_on_sigterm(circusd, tmp_path):
@@ -56,14 +68,8 @@ def test_sigint_and_ini_section(circusd, tmp_path):
                    '[plugin:dump]\nuse = sample_plugins.ConfigDump\ndump = %s\n'
                    'greeting = hello world\n' % (circusd.endpoint, circusd.pubsub_endpoint, dump))
     proc = start_cli('--ini', str(ini), 'dump', stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: dump.exists() and dump.read_text(), what='the plugin to start')
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        proc.kill()
+    assert signal_once_dumped(proc, dump, signal.SIGINT) == 0
     first, *rest = dump.read_text().splitlines()
-    import json
     started = json.loads(first)
     assert started['endpoint'] == circusd.endpoint and started['check_delay'] == 5.0
     assert started['config'] == {'dump': str(dump), 'greeting': 'hello world',
@@ -111,10 +117,5 @@ def test_signal_during_handle_init_still_stops_gracefully(tmp_path):
     dump = tmp_path / 'dump.jsonl'
     proc = start_cli('--config', 'dump:%s' % dump, 'sample_plugins.SlowStart',
                      stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: dump.exists() and dump.read_text(), what='handle_init to begin')
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        proc.kill()
+    assert signal_once_dumped(proc, dump, signal.SIGINT) == 0
     assert dump.read_text().splitlines()[-1] == 'stopped'
