@@ -1,0 +1,119 @@
+"""Watching an HTTP URL, timing its answers and restarting a watcher when it fails.
+
+Every ``loop_rate`` seconds the plugin fetches ``check_url`` with tornado's asynchronous
+HTTP client, on the plugin's loop. An answer with a 2xx status (after redirects) sends
+its duration as the statsd timer ``http_stats.request_time``, in milliseconds. Any other
+outcome counts ``http_stats.error`` and ``http_stats.error.<code>``, where ``<code>`` is
+the HTTP status, or 599 when no answer came (connection refused, timeout...), as tornado
+names those. With ``restart_on_error``, the named watcher is then restarted; each restart
+circusd confirms counts ``http_stats.restart_on_error``.
+
+Metrics go to statsd under ``circus.<application_name>.watcher`` (application_name
+``http_observer`` by default), as with every :class:`~circus_plugins.statsd.BaseObserver`.
+
+Example::
+
+    [plugin:http_observer]
+    use = circus_plugins.http_observer.HttpObserver
+    check_url = http://127.0.0.1:8080/health
+    timeout = 2
+    loop_rate = 10
+    restart_on_error = web
+"""
+import logging
+from typing import Optional
+from urllib.parse import urlparse
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from .errors import CallError, ConfigError
+from .statsd import BaseObserver
+
+log = logging.getLogger('circus_plugins')
+
+#: The code counted when no HTTP answer came at all (tornado's name for it).
+NO_ANSWER = 599
+#: Seconds during which a restart refused by a busy circusd is tried again.
+_BUSY_RETRY = 30.0
+
+
+class HttpObserver(BaseObserver):
+    """Fetches ``check_url`` every ``loop_rate`` seconds; times it, counts failures and
+    restarts the ``restart_on_error`` watcher when it fails.
+
+    Options: ``check_url`` (default ``http://localhost/``), ``timeout`` (seconds for the
+    whole request, default 10), ``restart_on_error`` (a watcher name, default none), and
+    those of :class:`~circus_plugins.statsd.BaseObserver` (``loop_rate`` in seconds,
+    ``host``, ``port``, ``application_name``...).
+    """
+
+    name = 'http_observer'
+    default_app_name = 'http_observer'
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        try:
+            self.check_url = self.option('check_url', 'http://localhost/')
+            url = urlparse(self.check_url)
+            if url.scheme not in ('http', 'https') or not url.netloc:
+                raise ConfigError('plugin %s: option %r: %r is not an http:// or https:// '
+                                  'URL' % (self.name, 'check_url', self.check_url))
+            self.timeout = self.option('timeout', 10.0, float, minimum=0.001)
+        except ConfigError:
+            self.statsd.stop()  # opened by StatsdEmitter, and this plugin will never run
+            self.loop.close()
+            raise
+        self.restart_on_error: Optional[str] = self.option('restart_on_error', '') or None
+        self.http_client: Optional[AsyncHTTPClient] = None
+
+    def handle_init(self):
+        # On the plugin thread, whose current loop is self.loop: the client belongs to it.
+        self.http_client = AsyncHTTPClient(force_instance=True)
+        super().handle_init()
+
+    def handle_stop(self):
+        super().handle_stop()
+        self.loop.add_callback(self._close_client)
+
+    def _close_client(self) -> None:
+        client, self.http_client = self.http_client, None
+        if client is not None:
+            client.close()
+
+    async def look_after(self) -> None:
+        """Fetch ``check_url`` once and report the outcome (a coroutine, on the loop)."""
+        client = self.http_client
+        if client is None:  # stopping
+            return
+        try:
+            response = await client.fetch(self.check_url, raise_error=False,
+                                          request_timeout=self.timeout)
+        except HTTPClientError as exc:  # no answer: timeout (599)
+            code, reason = exc.code, str(exc)
+        except Exception as exc:  # no answer: refused, reset, DNS, TLS...
+            code, reason = NO_ANSWER, '%s: %s' % (type(exc).__name__, exc)
+        else:
+            if response.error is None:
+                self.metrics.timed('http_stats.request_time',
+                                   round(response.request_time * 1000, 3))
+                return
+            code, reason = response.code, str(response.error)
+        if self.http_client is None:  # the plugin stopped meanwhile: not a failure
+            return
+        log.warning('plugin %s: %s failed: %s', self.name, self.check_url, reason)
+        metrics = self.metrics
+        metrics.increment('http_stats.error')
+        metrics.increment('http_stats.error.%s' % code)
+        if self.restart_on_error:
+            await self._restart(self.restart_on_error)
+
+    async def _restart(self, watcher: str) -> None:
+        try:
+            reply = await self.call_async('restart', name=watcher, busy_retry=_BUSY_RETRY)
+        except CallError as exc:
+            reply = {'status': 'error', 'reason': str(exc)}
+        if reply.get('status') == 'ok':
+            log.info('%s: restarted, as %s failed', watcher, self.check_url)
+            self.metrics.increment('http_stats.restart_on_error')
+        else:
+            log.error('%s: could not restart it: %s', watcher, reply.get('reason'))
