@@ -1,0 +1,309 @@
+"""Restarting watchers whose program changes on disk.
+
+Every ``loop_rate`` seconds the plugin asks circusd for its watchers and, for each one
+(plugins' own ``plugin:NAME`` watchers aside), works out which files it runs:
+
+- the program: the first word of the command line (``cmd`` then ``args``), found through
+  the watcher's ``PATH`` when it has no ``/`` (as ``subprocess`` does: ``/bin:/usr/bin``
+  when the watcher's environment has no ``PATH``), or relative to its ``working_dir``;
+  the watcher's ``executable`` option, when set, is the program instead;
+- behind ``/usr/bin/env``, the command that ``env`` runs;
+- for an interpreter (``python``, ``pypy``, ``sh``, ``bash``, ``perl``, ``ruby``,
+  ``node``, ``php``...), also its script: the first argument that is not an option, if it
+  is a file (none after ``-c``, ``-m``, ``-e``...).
+
+Symbolic links are followed. When a file's path, modification time or inode changes, the
+watcher is restarted (confirmed by circusd, retried while it is busy, and logged). A
+watcher that is stopped is not started: its new program runs when someone starts it. A
+change of the watcher's own options (``circusctl set web cmd ...``), which circusd acts on
+itself, restarts nothing more. A missing file is logged once and the watcher skipped until
+the file is back.
+
+Example::
+
+    [plugin:command_reloader]
+    use = circus_plugins.command_reloader.CommandReloader
+    loop_rate = 2
+"""
+import logging
+import os
+import re
+import shlex
+import shutil
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from tornado.ioloop import PeriodicCallback
+
+from .errors import CallError
+from .plugin import CircusPlugin
+
+log = logging.getLogger('circus_plugins')
+
+#: Seconds during which a restart refused by a busy circusd is tried again.
+_BUSY_RETRY = 30.0
+#: The watcher options the plugin reads to find a watcher's files.
+_KEYS = ['cmd', 'args', 'working_dir', 'env', 'executable']
+#: Programs whose first non-option argument is the script they run, with the letters of
+#: their options after which the code comes from the command line instead (``-c CODE``).
+_INTERPRETERS = [(re.compile(r'(python|pypy)[0-9.]*'), 'cm'),
+                 (re.compile(r'(ba|da|z|k)?sh'), 'c'),
+                 (re.compile(r'(perl|ruby|php)[0-9.]*|node(js)?'), 'er')]
+#: Long options of interpreters that mean the same.
+_INLINE_LONG = {'--eval', '--print', '--command'}
+#: ``env`` options that take a value as the next word.
+_ENV_VALUE_OPTIONS = {'-u', '--unset', '-C', '--chdir', '-S', '--split-string'}
+
+#: What identifies the state of a file: real path, modification time (ns) and inode.
+Stamp = Tuple[str, int, int]
+
+
+class UnresolvedCommand(ValueError):
+    """A watcher's command line names no program that can be found."""
+
+
+def command_files(cmd: str, args: Union[str, Sequence[str], None] = None,
+                  working_dir: Optional[str] = None,
+                  env: Optional[Mapping[str, str]] = None,
+                  executable: Optional[str] = None) -> Tuple[str, Optional[str]]:
+    """The program a watcher runs and, for an interpreter, its script.
+
+    Takes the watcher's options as circusd has them. Returns absolute paths
+    ``(program, script)``, ``script`` being ``None`` when there is none; the script path
+    may not exist (it may be an option's value rather than a file).
+
+    :raises UnresolvedCommand: the command line does not parse or its program cannot be
+        found on the ``PATH``.
+    """
+    try:
+        words = shlex.split(cmd or '')
+        if isinstance(args, str):
+            words += shlex.split(args)
+        elif args:
+            words += [str(arg) for arg in args]
+    except ValueError as exc:
+        raise UnresolvedCommand('cannot parse %r: %s' % (cmd, exc)) from None
+    if not words and not executable:
+        raise UnresolvedCommand('the command line is empty')
+    working_dir = working_dir or os.getcwd()
+    search_path = os.pathsep.join(os.get_exec_path(dict(env or {})))
+    rest = words[1:]
+    program = _find(executable or words[0], working_dir, search_path)
+    if os.path.basename(program) == 'env':
+        rest = _after_env_options(rest)
+        if rest:
+            program, rest = _find(rest[0], working_dir, search_path), rest[1:]
+    script = None
+    inline = _inline_letters(program)
+    if inline is not None:
+        script = _script_argument(rest, inline)
+        if script is not None:
+            script = os.path.normpath(os.path.join(working_dir, script))
+    return program, script
+
+
+def _find(word: str, working_dir: str, search_path: str) -> str:
+    if os.sep in word:
+        return os.path.normpath(os.path.join(working_dir, word))
+    found = shutil.which(word, path=search_path)
+    if found is None:
+        raise UnresolvedCommand('%r is not on the PATH (%s)' % (word, search_path))
+    return os.path.normpath(os.path.join(working_dir, found))
+
+
+def _after_env_options(words: List[str]) -> List[str]:
+    """What follows ``env``'s options and ``NAME=value`` settings."""
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word in _ENV_VALUE_OPTIONS:
+            index += 2
+        elif word.startswith('-') or '=' in word:
+            index += 1
+        else:
+            break
+    return words[index:]
+
+
+def _inline_letters(program: str) -> Optional[str]:
+    """The inline-code option letters if ``program`` is an interpreter, else None."""
+    names = (os.path.basename(program), os.path.basename(os.path.realpath(program)))
+    for pattern, letters in _INTERPRETERS:
+        if any(pattern.fullmatch(name) for name in names):
+            return letters
+    return None
+
+
+def _script_argument(words: List[str], inline: str) -> Optional[str]:
+    """The first argument that is no option, unless the code is inline (``-c CODE``)."""
+    for index, word in enumerate(words):
+        if word == '--':
+            return words[index + 1] if index + 1 < len(words) else None
+        if word in _INLINE_LONG:
+            return None
+        if word[:1] == '-' and word[1:2] != '-' and any(c in inline for c in word[1:]):
+            return None  # -c CODE, -m MODULE, and clusters like -ec or -um
+        if not word.startswith('-'):
+            return word
+    return None
+
+
+def stamp(path: str) -> Stamp:
+    """``(real path, modification time in nanoseconds, inode)`` of ``path``.
+
+    :raises OSError: the file cannot be read.
+    """
+    real = os.path.realpath(path)
+    info = os.stat(real)
+    return real, info.st_mtime_ns, info.st_ino
+
+
+class _Watch:
+    """What the plugin knows of one watcher."""
+
+    def __init__(self) -> None:
+        self.stamps: Optional[Tuple[Stamp, ...]] = None  # None: not seen yet
+        self.problem: Optional[str] = None  # the last problem logged, not to repeat it
+        self.updates = 0                    # 'updated' events received
+        self.updates_seen = 0               # ... of which the plugin has seen the effect
+
+
+class CommandReloader(CircusPlugin):
+    """Restarts a watcher when the program (or script) it runs changes on disk.
+
+    Option: ``loop_rate``, seconds between two looks (default 1; a fraction is fine).
+    """
+
+    name = 'command_reloader'
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.loop_rate = self.option('loop_rate', 1.0, float, minimum=0.01)
+        #: The watchers seen at the last look, by name.
+        self.watches: Dict[str, _Watch] = {}
+        self._period: Optional[PeriodicCallback] = None
+        self._looking = False
+
+    def handle_init(self):
+        self._period = PeriodicCallback(self._tick, self.loop_rate * 1000)
+        self._period.start()
+        self.loop.add_callback(self._tick)  # the first look records what runs now
+
+    def handle_stop(self):
+        if self._period is not None:
+            self.loop.add_callback(self._period.stop)
+
+    def handle_recv(self, data):
+        watcher, action, _ = self.split_data(data)
+        if action == 'updated' and watcher in self.watches:
+            self.watches[watcher].updates += 1
+
+    async def _tick(self) -> None:
+        if self._looking:
+            return
+        self._looking = True
+        try:
+            await self.look_after()
+        except Exception:
+            log.exception('plugin %s: look_after failed', self.name)
+        finally:
+            self._looking = False
+
+    async def look_after(self) -> None:
+        """Look at every watcher once; restart those whose files changed."""
+        try:
+            reply = await self.call_async('list')
+        except CallError as exc:
+            reply = {'status': 'error', 'reason': str(exc)}
+        if reply.get('status') != 'ok':
+            log.warning('plugin %s: cannot list the watchers: %s',
+                        self.name, reply.get('reason'))
+            return
+        names = [name for name in reply.get('watchers', [])
+                 if not name.startswith('plugin:')]
+        for gone in set(self.watches) - set(names):
+            del self.watches[gone]
+        for name in names:
+            watch = self.watches.setdefault(name, _Watch())
+            try:
+                await self._look_at(name, watch)
+            except CallError as exc:
+                self._problem(name, watch, 'cannot reach circusd: %s' % exc)
+
+    async def _look_at(self, name: str, watch: _Watch) -> None:
+        updates = watch.updates  # the options the reply below shows include these
+        reply = await self.call_async('get', name=name, keys=_KEYS)
+        if reply.get('status') != 'ok':
+            if name in self.watches and 'not found' in str(reply.get('reason')):
+                del self.watches[name]  # removed since the list
+            else:
+                self._problem(name, watch, 'cannot read its options: %s'
+                              % reply.get('reason'))
+            return
+        stamps = self._stamps(name, watch, reply.get('options', {}))
+        if stamps is None:
+            return
+        watch.problem = None
+        previous = watch.stamps
+        if stamps == previous:
+            watch.updates_seen = updates
+            return
+        if previous is None:
+            watch.stamps, watch.updates_seen = stamps, updates
+            log.info('%s: watching %s', name, ', '.join(s[0] for s in stamps))
+            return
+        changed = ', '.join(s[0] for s in stamps if s not in previous) or 'its command'
+        status = await self.call_async('status', name=name)
+        if watch.updates != watch.updates_seen:
+            # circusd acts on option changes itself (it reloads the watcher)
+            log.info('%s: now runs %s: its options changed, not restarted by us',
+                     name, ', '.join(s[0] for s in stamps))
+        elif status.get('status') in ('stopped', 'stopping'):
+            log.info('%s: %s changed: not restarted, the watcher is %s',
+                     name, changed, status.get('status'))
+        else:
+            await self._restart(name, changed)
+        watch.stamps, watch.updates_seen = stamps, watch.updates
+
+    def _stamps(self, name: str, watch: _Watch,
+                options: Mapping[str, Any]) -> Optional[Tuple[Stamp, ...]]:
+        """The stamps of the watcher's files, or None (logged) if one is missing."""
+        try:
+            program, script = command_files(
+                options.get('cmd', ''), options.get('args'), options.get('working_dir'),
+                options.get('env'), options.get('executable'))
+        except UnresolvedCommand as exc:
+            self._problem(name, watch, 'cannot find its program: %s' % exc)
+            return None
+        stamps = []
+        for path in (program, script):
+            if path is None:
+                continue
+            try:
+                stamps.append(stamp(path))
+            except OSError as exc:
+                watched = watch.stamps and os.path.realpath(path) in (
+                    s[0] for s in watch.stamps)
+                if path == program or watched:
+                    self._problem(name, watch, '%s is missing (%s): not watched until '
+                                  'it is back' % (path, exc.strerror or exc))
+                    return None
+                # an interpreter's argument that is no file: nothing to watch
+        return tuple(stamps)
+
+    async def _restart(self, name: str, changed: str) -> None:
+        try:
+            reply = await self.call_async('restart', name=name, match='simple',
+                                          busy_retry=_BUSY_RETRY)
+        except CallError as exc:
+            reply = {'status': 'error', 'reason': str(exc)}
+        if reply.get('status') == 'ok':
+            log.info('%s: %s changed: restarted', name, changed)
+        else:
+            log.error('%s: %s changed but the restart failed: %s (not tried again until '
+                      'it changes again)', name, changed, reply.get('reason'))
+
+    def _problem(self, name: str, watch: _Watch, problem: str) -> None:
+        """Log ``problem`` once, until it goes away or another one comes."""
+        if problem != watch.problem:
+            watch.problem = problem
+            log.warning('%s: %s', name, problem)
