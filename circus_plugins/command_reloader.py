@@ -13,11 +13,15 @@ Every ``loop_rate`` seconds the plugin asks circusd for its watchers and, for ea
   is a file (none after ``-c``, ``-m``, ``-e``...).
 
 Symbolic links are followed. When a file's path, modification time or inode changes, the
-watcher is restarted (confirmed by circusd, retried while it is busy, and logged). A
-watcher that is stopped is not started: its new program runs when someone starts it. A
-change of the watcher's own options (``circusctl set web cmd ...``), which circusd acts on
-itself, restarts nothing more. A missing file is logged once and the watcher skipped until
-the file is back.
+watcher is restarted (confirmed by circusd, retried while it is busy, and logged), unless
+
+- it is stopped: its new program runs when someone starts it;
+- circusd restarts it itself: after ``circusctl set web cmd ...`` (the paths change and
+  circusd publishes ``updated``), or when the watcher was started or reloaded (circusd
+  publishes ``start`` or ``reload``) since the plugin's last look and after the files
+  changed (by their modification time).
+
+A missing file is logged once and the watcher skipped until the file is back.
 
 Example::
 
@@ -30,6 +34,7 @@ import os
 import re
 import shlex
 import shutil
+import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from tornado.ioloop import PeriodicCallback
@@ -163,8 +168,26 @@ class _Watch:
     def __init__(self) -> None:
         self.stamps: Optional[Tuple[Stamp, ...]] = None  # None: not seen yet
         self.problem: Optional[str] = None  # the last problem logged, not to repeat it
-        self.updates = 0                    # 'updated' events received
-        self.updates_seen = 0               # ... of which the plugin has seen the effect
+        self.updates = 0      # 'updated' events received (circusctl set)
+        self.started = 0.0    # circusd's time of its last 'start' or 'reload' event
+        self.seen = (0, 0.0)  # (updates, started) when the stamps were last recorded
+
+    def news(self) -> Tuple[int, float]:
+        return self.updates, self.started
+
+    def done_by_circusd(self, stamps: Tuple[Stamp, ...]) -> bool:
+        """Whether circusd has (re)started the watcher on the new files by itself.
+
+        It does when its command options are set (then the paths change), and when it
+        starts or reloads the watcher after the files changed.
+        """
+        started = self.seen[1]
+        if self.news() == self.seen:
+            return False
+        if [s[0] for s in stamps] != [s[0] for s in self.stamps or ()]:
+            return True
+        newest = max(s[1] for s in stamps if s not in (self.stamps or ()))
+        return self.started > started and newest <= self.started * 1e9
 
 
 class CommandReloader(CircusPlugin):
@@ -193,9 +216,15 @@ class CommandReloader(CircusPlugin):
             self.loop.add_callback(self._period.stop)
 
     def handle_recv(self, data):
-        watcher, action, _ = self.split_data(data)
-        if action == 'updated' and watcher in self.watches:
-            self.watches[watcher].updates += 1
+        watcher, action, message = self.split_data(data)
+        watch = self.watches.get(watcher)
+        if watch is None:
+            return
+        if action == 'updated':
+            watch.updates += 1
+        elif action in ('start', 'reload'):
+            when = self.load_message(message).get('time') or time.time()
+            watch.started = max(watch.started, float(when))
 
     async def _tick(self) -> None:
         if self._looking:
@@ -230,7 +259,7 @@ class CommandReloader(CircusPlugin):
                 self._problem(name, watch, 'cannot reach circusd: %s' % exc)
 
     async def _look_at(self, name: str, watch: _Watch) -> None:
-        updates = watch.updates  # the options the reply below shows include these
+        news = watch.news()  # events received so far: the reply below reflects them
         reply = await self.call_async('get', name=name, keys=_KEYS)
         if reply.get('status') != 'ok':
             if name in self.watches and 'not found' in str(reply.get('reason')):
@@ -245,24 +274,24 @@ class CommandReloader(CircusPlugin):
         watch.problem = None
         previous = watch.stamps
         if stamps == previous:
-            watch.updates_seen = updates
+            watch.seen = news
             return
         if previous is None:
-            watch.stamps, watch.updates_seen = stamps, updates
+            watch.stamps, watch.seen = stamps, news
             log.info('%s: watching %s', name, ', '.join(s[0] for s in stamps))
             return
         changed = ', '.join(s[0] for s in stamps if s not in previous) or 'its command'
         status = await self.call_async('status', name=name)
-        if watch.updates != watch.updates_seen:
-            # circusd acts on option changes itself (it reloads the watcher)
-            log.info('%s: now runs %s: its options changed, not restarted by us',
-                     name, ', '.join(s[0] for s in stamps))
-        elif status.get('status') in ('stopped', 'stopping'):
+        news = watch.news()  # events that came meanwhile may explain the change
+        if status.get('status') in ('stopped', 'stopping'):
             log.info('%s: %s changed: not restarted, the watcher is %s',
                      name, changed, status.get('status'))
+        elif watch.done_by_circusd(stamps):
+            log.info('%s: %s changed: circusd restarts it itself, not restarted again',
+                     name, changed)
         else:
             await self._restart(name, changed)
-        watch.stamps, watch.updates_seen = stamps, watch.updates
+        watch.stamps, watch.seen = stamps, news
 
     def _stamps(self, name: str, watch: _Watch,
                 options: Mapping[str, Any]) -> Optional[Tuple[Stamp, ...]]:

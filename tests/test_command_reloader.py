@@ -1,10 +1,12 @@
 """The command reloader: which files a command runs, and restarts under a real circusd."""
+import json
 import logging
 import os
 import queue
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -169,6 +171,18 @@ def test_a_script_run_by_an_interpreter_is_watched(tmp_path):
         assert s.commands.get(timeout=5)[0] == 'restart'
 
 
+def test_events_older_than_the_change_do_not_hide_it(tmp_path):
+    web = make_script(tmp_path / 'web.sh')
+    with Scripted({'web': {'cmd': web}}) as s:
+        s.looked()
+        for action in ('updated', 'start'):  # say, circusctl set web numprocesses 2
+            topic = ('watcher.web.%s' % action).encode()
+            message = json.dumps({'time': time.time()}).encode()
+            s.plugin.loop.add_callback(s.plugin.handle_recv, (topic, message))
+        touch_later(web)  # changed after those events
+        assert s.commands.get(timeout=5)[0] == 'restart'
+
+
 def reloader_circusd(start_circusd, tmp_path, watchers, **options):
     """A circusd running ``watchers`` ({name: options}) and the reloader, looking every
     0.2 s; returns once the reloader has seen every watcher."""
@@ -227,13 +241,29 @@ def test_stopped_watchers_and_option_changes_are_not_restarted(start_circusd, tm
     with EventRecorder(circusd.pubsub_endpoint) as events:
         reply = circusd.call('set', name='web', options={'cmd': other})
         assert reply['status'] == 'ok'
-        wait_for(lambda: 'web: now runs %s' % other in circusd.log(),
+        wait_for(lambda: 'web: %s changed: circusd restarts it itself' % other
+                 in circusd.log(),
                  what='the reloader to see the new command')
         second = wait_for(lambda: circusd.pids('web') not in ([], first) and
                           circusd.pids('web'), what="circusd's reload")
         events.listen(1.2)
         assert circusd.pids('web') == second
     assert 'web: %s changed: restarted' % other not in circusd.log()
+
+
+def test_a_restart_by_someone_else_after_the_change_is_enough(start_circusd, tmp_path):
+    web = make_script(tmp_path / 'web.sh')
+    # a look at start, the next one 3 s later: time for an operator to restart it
+    circusd = reloader_circusd(start_circusd, tmp_path, {'web': {'cmd': web}},
+                               loop_rate='3')
+    first = circusd.pids('web')
+    os.utime(web)  # a new version, now
+    assert circusd.call('restart', name='web')['status'] == 'ok'
+    second = wait_for(lambda: circusd.pids('web') not in ([], first) and
+                      circusd.pids('web'), what="the operator's restart")
+    wait_for(lambda: 'web: %s changed: circusd restarts it itself' % web in circusd.log(),
+             timeout=8, what='the next look')
+    assert circusd.pids('web') == second
 
 
 def test_a_missing_program_is_logged_once_and_watched_again(start_circusd, tmp_path):
