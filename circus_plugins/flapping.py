@@ -30,7 +30,7 @@ Example::
 import collections
 import logging
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .config import to_bool, to_number
 from .errors import CallError, ConfigError
@@ -41,6 +41,11 @@ log = logging.getLogger('circus_plugins')
 INFINITE_RETRY = -1
 #: Seconds during which a stop or start refused by a busy circusd is tried again.
 _BUSY_RETRY = 30.0
+#: Seconds an event caused by our own stop or start is awaited (a stop of a stopped
+#: watcher publishes none).
+_EXPECT_FOR = _BUSY_RETRY + 10.0
+#: Seconds a kill is remembered while its reap is awaited.
+_KILL_MEMORY = 60.0
 
 # name: (kind, default, minimum)
 _OPTIONS = {
@@ -62,7 +67,27 @@ class _Watch:
         self.options: Optional[Dict[str, Any]] = None
         self.retry = None                  # timeout handle of the pending restart
         self.acting = False                # a stop or start of ours is under way
-        self.expected = collections.Counter()  # stop/start events our commands cause
+        self.killed: Dict[int, float] = {}  # pid -> when circusd said it killed it
+        self.expected: Dict[str, List[float]] = {'stop': [], 'start': []}
+        # ^ deadlines of the stop/start events our own commands will cause
+
+    def killed_on_purpose(self, pid: int, now: float) -> bool:
+        """Forget ``pid``'s kill and say whether there was one. circusd publishes a kill
+        before every process it kills (stop, restart, decr...) and, except for decr, a
+        reap after: those deaths are no flapping."""
+        for old in [p for p, when in self.killed.items() if now - when > _KILL_MEMORY]:
+            del self.killed[old]  # decr publishes no reap: do not keep its kills forever
+        return self.killed.pop(pid, None) is not None
+
+    def expect(self, action: str) -> None:
+        self.expected[action].append(time.monotonic() + _EXPECT_FOR)
+
+    def expected_event(self, action: str) -> bool:
+        """Consume an expectation of ``action``, if one is still due."""
+        now = time.monotonic()
+        pending = [t for t in self.expected[action] if t > now]
+        self.expected[action] = pending[1:]
+        return bool(pending)
 
 
 class Flapping(CircusPlugin):
@@ -81,22 +106,23 @@ class Flapping(CircusPlugin):
     def handle_recv(self, data):
         watcher, action, message = self.split_data(data)
         watch = self.watches.setdefault(watcher, _Watch())
-        # circusd publishes no reap for the processes it kills itself (decr, stop,
-        # restart): every reap is a process that died on its own.
-        if action == 'reap':
+        if action == 'kill':
+            watch.killed[self.load_message(message).get('process_pid')] = time.time()
+        elif action == 'reap':
+            info = self.load_message(message)
+            died = info.get('time') or time.time()
+            if watch.killed_on_purpose(info.get('process_pid'), died):
+                return
             if not watch.acting and watch.retry is None:
-                watch.deaths.append(self.load_message(message).get('time') or time.time())
+                watch.deaths.append(died)
                 self.loop.add_callback(self._check, watcher, watch)
         elif action == 'updated':
             watch.options = None  # read again at the next death
         elif action == 'remove':
             self._by_someone_else(watcher, watch, action)
             del self.watches[watcher]
-        elif action in ('stop', 'start'):
-            if watch.expected[action]:
-                watch.expected[action] -= 1
-            else:
-                self._by_someone_else(watcher, watch, action)
+        elif action in ('stop', 'start') and not watch.expected_event(action):
+            self._by_someone_else(watcher, watch, action)
 
     def handle_stop(self):
         self.loop.add_callback(self._cancel_retries)
@@ -116,6 +142,7 @@ class Flapping(CircusPlugin):
             log.info('%s: %s by someone else: cancelled our restart', watcher, action)
         watch.deaths.clear()
         watch.tries = 0
+        watch.options = None  # a reloadconfig publishes no "updated": read them again
 
     async def options_for(self, watcher: str, watch: _Watch) -> Dict[str, Any]:
         """The plugin's options overridden by the watcher's ``flapping.*`` options."""
@@ -180,7 +207,7 @@ class Flapping(CircusPlugin):
     async def _command(self, command: str, watcher: str, watch: _Watch) -> bool:
         """Send ``command`` for ``watcher`` until circusd takes it; log the outcome."""
         watch.acting = True
-        watch.expected[command] += 1
+        watch.expect(command)
         try:
             reply = await self.call_async(command, name=watcher, busy_retry=_BUSY_RETRY)
         except CallError as exc:
@@ -190,6 +217,6 @@ class Flapping(CircusPlugin):
         if reply.get('status') == 'ok':
             log.info('%s: %s', watcher, 'stopped' if command == 'stop' else 'started')
             return True
-        watch.expected[command] -= 1
+        watch.expected[command].pop()
         log.error('%s: could not %s it: %s', watcher, command, reply.get('reason'))
         return False

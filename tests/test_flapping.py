@@ -145,8 +145,15 @@ def starts_and_stops(events, watcher):
             if topic in (prefix + b'start', prefix + b'stop')]
 
 
-def test_flapping_watcher_under_circusd_is_retried_then_stopped_for_good(flapping_circusd):
-    circusd = flapping_circusd()
+@pytest.mark.parametrize('bad', [
+    {'cmd': 'false'},
+    # Processes alive when the plugin stops the watcher: their kills and reaps must not
+    # count as flapping again.
+    {'cmd': "sh -c 'sleep 0.3; exit 1'", 'numprocesses': 3},
+], ids=['false', 'three-dying'])
+def test_flapping_watcher_under_circusd_is_retried_then_stopped_for_good(
+        flapping_circusd, bad):
+    circusd = flapping_circusd(bad)
     with EventRecorder(circusd.pubsub_endpoint) as events:
         events.sync(circusd, 'good')
         assert circusd.call('start', name='bad')['status'] == 'ok'
@@ -181,4 +188,15 @@ def test_check_delay_widens_the_window_as_in_circus():
     with Scripted(check_delay=5.0, window='0.1') as s:
         s.event('web', 'reap', process_pid=1, time=time.time() - 3)
         s.reaps('web', 1)
+        assert s.next_command()[0] == 'stop'
+
+
+def test_reaps_of_processes_circusd_killed_are_not_deaths():
+    with Scripted() as s:
+        for pid in (11, 12, 13):
+            s.event('web', 'kill', process_pid=pid)
+        for pid in (11, 12, 13):
+            s.event('web', 'reap', process_pid=pid, exit_code=-15)
+        assert s.no_command(0.3)
+        s.reaps('web', 2)  # real deaths still count
         assert s.next_command()[0] == 'stop'
