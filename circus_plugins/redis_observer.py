@@ -1,0 +1,169 @@
+"""Watching a Redis server: its INFO figures as statsd gauges, and a restart when it is gone.
+
+Every ``loop_rate`` seconds the plugin asks Redis for ``INFO`` with redis-py's asyncio
+client, on the plugin's loop, and sends each field of :data:`OBSERVE` that the server
+reports as the gauge ``redis_stats.<field>``. Fields this server does not report are
+skipped (Redis 5 and later no longer have ``client_biggest_input_buf`` and
+``client_longest_output_list``). A failed ``INFO`` counts ``redis_stats.error``; when
+Redis cannot be reached or does not answer within ``timeout`` seconds and
+``restart_on_timeout`` names a watcher, that watcher is restarted, and each restart
+circusd confirms counts ``redis_stats.restart_on_error``.
+
+It needs redis-py >= 4.2: ``pip install circus-plugins[redis]``.
+
+Example::
+
+    [plugin:redis_observer]
+    use = circus_plugins.redis_observer.RedisObserver
+    redis_url = redis://127.0.0.1:6379/0
+    timeout = 2
+    loop_rate = 10
+    restart_on_timeout = redis
+"""
+import asyncio
+import concurrent.futures
+import logging
+import types
+from typing import Any, Dict, List, Optional
+
+from .errors import CallError, ConfigError, PluginLoadError
+from .statsd import BaseObserver
+
+log = logging.getLogger('circus_plugins')
+
+#: The INFO fields sent as gauges: circus 0.19's list.
+OBSERVE = ('pubsub_channels', 'connected_slaves', 'lru_clock', 'connected_clients',
+           'keyspace_misses', 'used_memory', 'used_memory_peak',
+           'total_commands_processed', 'used_memory_rss', 'total_connections_received',
+           'pubsub_patterns', 'used_cpu_sys', 'used_cpu_sys_children', 'blocked_clients',
+           'used_cpu_user', 'client_biggest_input_buf', 'mem_fragmentation_ratio',
+           'expired_keys', 'evicted_keys', 'client_longest_output_list',
+           'uptime_in_seconds', 'keyspace_hits')
+
+#: Seconds during which a restart refused by a busy circusd is tried again.
+_BUSY_RETRY = 30.0
+
+
+def _import_redis(plugin: str) -> types.SimpleNamespace:
+    """redis-py's asyncio client, imported only when a RedisObserver is made."""
+    try:
+        import redis.asyncio
+        from redis import exceptions
+        from redis.asyncio.connection import parse_url
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError as exc:
+        raise PluginLoadError('plugin %s needs redis-py >= 4.2 (%s): pip install '
+                              'circus-plugins[redis]' % (plugin, exc)) from None
+    return types.SimpleNamespace(from_url=redis.asyncio.from_url, exceptions=exceptions,
+                                 parse_url=parse_url, Retry=Retry, NoBackoff=NoBackoff)
+
+
+class RedisObserver(BaseObserver):
+    """Sends Redis's INFO figures as gauges every ``loop_rate`` seconds; restarts the
+    ``restart_on_timeout`` watcher when Redis does not answer.
+
+    Options: ``redis_url`` (default ``redis://localhost:6379/0``), ``timeout`` (seconds to
+    connect and to wait for an answer, default 5), ``restart_on_timeout`` (a watcher name,
+    default none), and those of :class:`~circus_plugins.statsd.BaseObserver`.
+
+    :raises PluginLoadError: redis-py is not installed.
+    """
+
+    name = 'redis_observer'
+    default_app_name = 'redis_observer'
+    OBSERVE = OBSERVE
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        try:
+            self._redis = _import_redis(self.name)
+            self.redis_url = self.option('redis_url', 'redis://localhost:6379/0')
+            try:
+                self._redis.parse_url(self.redis_url)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError('plugin %s: option %r: %r is not a Redis URL: %s'
+                                  % (self.name, 'redis_url', self.redis_url, exc)) from None
+            self.timeout = self.option('timeout', 5.0, float, minimum=0.001)
+        except Exception:
+            self.statsd.stop()  # opened by StatsdEmitter, and this plugin will never run
+            self.loop.close()
+            raise
+        self.restart_on_timeout: Optional[str] = self.option('restart_on_timeout',
+                                                             '') or None
+        self.redis: Any = None
+        self._reported_missing = False
+
+    def handle_init(self):
+        # On the plugin thread, whose current loop is self.loop: the client belongs to it.
+        # One immediate retry on a fresh connection: a pooled connection may have died
+        # with a Redis restart. So a check takes at most about twice the timeout.
+        self.redis = self._redis.from_url(
+            self.redis_url, socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=self._redis.Retry(self._redis.NoBackoff(), 1))
+        super().handle_init()
+
+    def handle_stop(self):
+        super().handle_stop()
+        client, self.redis = self.redis, None
+        if client is None:
+            return
+        close = getattr(client, 'aclose', None) or client.close  # redis-py < 5: close()
+        if self._on_plugin_thread():
+            self.loop.add_callback(close)
+            return
+        # The loop still runs: close there, and wait, so no connection outlives the plugin.
+        try:
+            asyncio.run_coroutine_threadsafe(close(), self.loop.asyncio_loop).result(
+                self.timeout)
+        except (concurrent.futures.TimeoutError, RuntimeError, OSError,
+                self._redis.exceptions.RedisError) as exc:
+            log.debug('plugin %s: closing the Redis client: %s', self.name, exc)
+
+    async def look_after(self) -> None:
+        """Send INFO's gauges once, or count the failure (a coroutine, on the loop)."""
+        client = self.redis
+        if client is None:  # stopping
+            return
+        errors = self._redis.exceptions
+        try:
+            info = await client.info()
+        except (errors.RedisError, OSError, asyncio.TimeoutError) as exc:
+            if self.redis is None:  # the plugin stopped meanwhile: not a failure
+                return
+            log.warning('plugin %s: INFO failed: %s: %s', self.name, type(exc).__name__,
+                        exc)
+            self.metrics.increment('redis_stats.error')
+            unreachable = (isinstance(exc, (errors.ConnectionError, errors.TimeoutError,
+                                            OSError, asyncio.TimeoutError))
+                           and not isinstance(exc, errors.AuthenticationError))
+            if unreachable and self.restart_on_timeout:
+                await self._restart(self.restart_on_timeout)
+            return
+        self._send_gauges(info)
+
+    def _send_gauges(self, info: Dict[str, Any]) -> None:
+        metrics = self.metrics
+        missing: List[str] = []
+        for field in self.OBSERVE:
+            value = info.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics.gauge('redis_stats.%s' % field, value)
+            else:
+                missing.append(field)
+        if missing and not self._reported_missing:
+            self._reported_missing = True
+            log.info('plugin %s: this Redis does not report %s: not sent', self.name,
+                     ', '.join(missing))
+
+    async def _restart(self, watcher: str) -> None:
+        try:
+            reply = await self.call_async('restart', name=watcher, busy_retry=_BUSY_RETRY)
+        except CallError as exc:
+            reply = {'status': 'error', 'reason': str(exc)}
+        if reply.get('status') == 'ok':
+            log.info('%s: restarted, as Redis did not answer', watcher)
+            self.metrics.increment('redis_stats.restart_on_error')
+        else:
+            log.error('%s: could not restart it: %s', watcher, reply.get('reason'))
