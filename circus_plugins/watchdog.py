@@ -125,13 +125,23 @@ class _Complaints:
 
 class WatchDog(CircusPlugin):
     """Kills, with circusd's ``kill`` command, processes that stop sending heartbeats
-    over UDP; circusd then replaces them."""
+    over UDP; circusd then replaces them.
+
+    Every ``loop_rate`` seconds, a watched process that has sent no heartbeat for
+    ``loop_rate`` × ``max_count`` seconds is killed. Heartbeats arrive on UDP
+    ``ip``:``port`` and are read with ``msg_regex``; watchers matching
+    ``watchers_regex`` are watched, plugin watchers never. ``watchers_stop_signal`` (a
+    signal name or number) and ``watchers_graceful_timeout`` (seconds) override the
+    watcher's own for the kill.
+    """
 
     name = 'watchdog'
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.ip = self.option('ip', '127.0.0.1').strip()
+        if not self.ip:
+            raise ConfigError("plugin %s: option 'ip': '' is not an address" % self.name)
         self.port = self.option('port', 1664, int, minimum=1, maximum=65535)
         self.loop_rate = self.option('loop_rate', 60.0, float, minimum=0.001)
         self.max_count = self.option('max_count', 3, int, minimum=1)

@@ -11,7 +11,7 @@ import pytest
 
 from circus_plugins import ConfigError
 from circus_plugins.testing import EventRecorder, free_port, wait_connected, wait_for
-from circus_plugins.watchdog import WatchDog, to_signum
+from circus_plugins.watchdog import WatchDog, _Complaints, to_signum
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 HEARTBEAT = os.path.join(TESTS_DIR, 'heartbeat.py')
@@ -51,7 +51,7 @@ def test_defaults():
     ('msg_regex', '(?P<pid>'), ('msg_regex', r'^(\d+);'), ('watchers_regex', '[web'),
     ('watchers_stop_signal', 'SIGNOPE'), ('watchers_stop_signal', '999'),
     ('watchers_graceful_timeout', 'soon'), ('watchers_graceful_timeout', '-1'),
-    ('port', 'udp'), ('port', '70000'), ('loop_rate', '0'), ('max_count', '0'),
+    ('port', 'udp'), ('port', '70000'), ('ip', ''), ('loop_rate', '0'), ('max_count', '0'),
 ])
 def test_bad_options_name_the_plugin_option_and_value(option, value):
     with pytest.raises(ConfigError) as caught:
@@ -109,6 +109,20 @@ def test_malformed_datagrams_are_logged_and_ignored(circusd, caplog):
     # The socket was closed at stop: the port is free again.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind(('127.0.0.1', port))
+
+
+def test_warnings_about_bad_input_are_rate_limited(caplog):
+    complain = _Complaints('watchdog', interval=0.2)
+    for n in range(3):
+        complain('a bad thing', 'number %d' % n)
+    warnings = lambda: [r.getMessage() for r in caplog.records]  # noqa: E731
+    assert len(warnings()) == 1 and 'number 0' in warnings()[0]
+    # Once the interval has passed, the next one is logged with the count of the others.
+    wait_for(lambda: complain('a bad thing', 'later') or len(warnings()) == 2,
+             what='the next warning')
+    assert 'later' in warnings()[1] and '(and ' in warnings()[1]
+    complain('another thing', 'x')
+    assert len(warnings()) == 3
 
 
 # -- under circusd ----------------------------------------------------------------------------
@@ -211,3 +225,17 @@ def test_runs_from_the_command_line(start_circusd, tmp_path):
         assert cli.wait(8) == 0
     assert 'beat: pid %d sent no heartbeat for' % first in cli_log()
     assert 'Stopping' in cli_log()
+
+
+def test_the_command_line_reports_a_port_in_use():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(('127.0.0.1', 0))
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, '-m', 'circus_plugins', '--endpoint', 'tcp://127.0.0.1:1',
+             '--pubsub', 'tcp://127.0.0.1:2', '--config', 'port:%d' % port,
+             'circus_plugins.watchdog.WatchDog'],
+            capture_output=True, text=True, timeout=8)
+    assert done.returncode == 1
+    assert 'cannot listen on UDP 127.0.0.1:%d (options ip, port)' % port in done.stderr
+    assert 'Traceback' not in done.stderr
