@@ -1,11 +1,17 @@
 """The statsd client and plugins: wire format, batching, sampling, and under circusd."""
+import collections
+import os
 import random
+import re
+import shutil
+import socket
+import subprocess
 
 import pytest
 
 from circus_plugins import ConfigError
 from circus_plugins.statsd import FullStats, StatsdClient, StatsdEmitter, human_to_bytes
-from circus_plugins.testing import EventRecorder
+from circus_plugins.testing import EventRecorder, free_port, wait_connected, wait_for
 
 
 @pytest.fixture
@@ -134,3 +140,192 @@ def test_full_stats_counts_errors(udp):
                       port=udp.port, loop_rate='0.1', call_timeout='0.2')
     with stats:
         udp.wait_lines(lambda lines: 'circus.app.watcher._stats.error:1|c' in lines)
+
+
+# -- against the real statsd daemon -----------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATSD_JS = os.path.join(ROOT, '.cache', 'statsd', 'node_modules', 'statsd', 'stats.js')
+
+# One ``key: number`` entry of the object node's util.inspect() prints for ``counters`` and
+# ``gauges``: keys are quoted (either quote) unless they are identifiers.
+_ENTRY = re.compile(r"""(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)"|([A-Za-z_$][\w$]*))"""
+                    r"""\s*:\s*(-?(?:Infinity|NaN|\d+(?:\.\d*)?(?:e[+-]?\d+)?))""")
+
+
+def parse_inspected(text: str) -> dict:
+    """``{ 'a.b': 2, c: -1.5 }`` (then ``END``) -> ``{'a.b': 2.0, 'c': -1.5}``."""
+    body = text.rsplit('END', 1)[0].strip()
+    if not (body.startswith('{') and body.endswith('}')):
+        raise ValueError('statsd answered %r, not an object' % text)
+    leftover = _ENTRY.sub('', body).strip('{}, \n')
+    if leftover:  # a nested value, "... more items": anything we would misread
+        raise ValueError('cannot read %r in statsd\'s answer %r' % (leftover, text))
+    return {a or b or c: float(value) for a, b, c, value in _ENTRY.findall(body)}
+
+
+class StatsdDaemon:
+    """Etsy's statsd 0.9.0 (node) on free loopback ports, with no backend and a flush
+    interval of an hour, so that its counters keep their totals during a test."""
+
+    def __init__(self, workdir) -> None:
+        self.workdir = str(workdir)
+        self.port = free_port(socket.SOCK_DGRAM)
+        self.mgmt_port = free_port()
+        self.config_path = os.path.join(self.workdir, 'statsd-config.js')
+        self.log_path = os.path.join(self.workdir, 'statsd.log')
+        with open(self.config_path, 'w', encoding='utf-8') as config:
+            config.write('{port: %d, mgmt_port: %d, address: "127.0.0.1", '
+                         'mgmt_address: "127.0.0.1", flushInterval: 3600000, backends: []}\n'
+                         % (self.port, self.mgmt_port))
+        self.process = None
+        self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def start(self) -> 'StatsdDaemon':
+        with open(self.log_path, 'ab') as log:
+            self.process = subprocess.Popen(['node', STATSD_JS, self.config_path], stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=self.workdir)
+        # Ready when the admin port answers and a probe sent over UDP has been counted.
+        wait_for(self._ready, 8, interval=0.05, what='the statsd daemon to start')
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError('statsd exited with %s:\n%s' % (self.process.returncode,
+                                                               self.log()))
+        try:
+            self._probe.sendto(b'test.probe:0|g', ('127.0.0.1', self.port))
+            return 'test.probe' in self.query('gauges')
+        except OSError:
+            return False
+
+    def query(self, command: str) -> dict:
+        """Ask the admin port (``counters``, ``gauges``) and read the object it answers."""
+        with socket.create_connection(('127.0.0.1', self.mgmt_port), timeout=3) as sock:
+            sock.sendall(command.encode() + b'\n')
+            data = b''
+            while not data.rstrip().endswith(b'END'):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError('statsd closed the connection after %r' % data)
+                data += chunk
+        return parse_inspected(data.decode('utf-8'))
+
+    def counters(self) -> dict:
+        return self.query('counters')
+
+    def log(self) -> str:
+        with open(self.log_path, encoding='utf-8', errors='replace') as log:
+            return log.read()
+
+    def stop(self) -> None:
+        self._probe.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def statsd_daemon(tmp_path):
+    """The real statsd daemon, skipped where ``./dev test`` could not install it."""
+    if shutil.which('node') is None or not os.path.exists(STATSD_JS):
+        pytest.skip('needs node and statsd 0.9.0 at %s (./dev test installs it with npm)'
+                    % STATSD_JS)
+    daemon = StatsdDaemon(tmp_path)
+    try:
+        yield daemon.start()
+    finally:
+        daemon.stop()
+
+
+def test_parse_inspected():
+    assert parse_inspected("{\n  'statsd.bad_lines_seen': 0,\n  'a.b': 6,\n  plugin: 1\n}\n"
+                           "END\n\n") == {'statsd.bad_lines_seen': 0, 'a.b': 6, 'plugin': 1}
+    assert parse_inspected("{ 'g.h': -2.5, \"it's\": 1e+21 }\nEND\n") == {
+        'g.h': -2.5, "it's": 1e21}
+    assert parse_inspected('{}\nEND\n\n') == {}
+    with pytest.raises(ValueError):
+        parse_inspected("{ 'a': [ 1, 2 ] }\nEND\n")
+
+
+def watcher_counts(pairs, watcher: str) -> dict:
+    """``{action: number}`` for ``watcher`` from ``(bucket or topic, count)`` pairs."""
+    counts = collections.Counter()
+    for name, count in pairs:
+        head, _, action = name.rpartition('.')
+        if head.endswith('.' + watcher):
+            counts[action] += count
+    return dict(counts)
+
+
+def test_emitter_counts_in_the_real_statsd_equal_the_events(start_circusd, statsd_daemon):
+    circusd = start_circusd(
+        watchers={'blink': {'cmd': 'sleep 0.2', 'numprocesses': 2, 'autostart': 'false'},
+                  'sleeper': {'cmd': 'sleep 1000'}},
+        plugins={'statsd': {'use': 'circus_plugins.statsd.StatsdEmitter',
+                            'host': '127.0.0.1', 'port': statsd_daemon.port}})
+    pid = wait_for(lambda: circusd.pids('plugin:statsd'), what='the plugin')[0]
+    wait_connected(pid, circusd.pubsub_endpoint)
+    prefix = 'circus.app.watcher.'
+
+    def daemon_counts(watcher):
+        return watcher_counts([(name, value) for name, value
+                               in statsd_daemon.counters().items()
+                               if name.startswith(prefix)], watcher)
+
+    with EventRecorder(circusd.pubsub_endpoint) as events:
+        events.sync(circusd, 'sleeper')
+        # The plugin hears events too once the daemon has counted the sleeper's.
+        wait_for(lambda: daemon_counts('sleeper').get('spawn'), timeout=8,
+                 what='the plugin to count the sleeper')
+        assert circusd.call('start', name='blink')['status'] == 'ok'
+
+        def recorded():
+            events.poll()
+            return watcher_counts([(topic.decode(), 1) for topic, _ in events.events],
+                                  'blink')
+        wait_for(lambda: recorded().get('reap', 0) >= 10, timeout=8,
+                 what='ten processes of blink to come and go')
+        assert circusd.call('stop', name='blink')['status'] == 'ok'
+        events.wait(b'watcher.blink.stop')
+        settled = recorded()
+        events.listen(0.5)
+        assert recorded() == settled, 'blink events after its stop'
+
+    assert settled['spawn'] >= 10 and settled['reap'] >= 10
+    assert settled['start'] == settled['stop'] == 1
+    try:
+        wait_for(lambda: daemon_counts('blink') == settled, timeout=5, interval=0.05,
+                 what='the daemon to count every event')
+    except TimeoutError:
+        pass  # the assertion below shows the difference
+    assert daemon_counts('blink') == settled
+    counters = statsd_daemon.counters()
+    assert counters['statsd.bad_lines_seen'] == 0
+
+
+def test_sampled_counter_in_the_real_statsd_is_near_the_true_count(statsd_daemon):
+    received = statsd_daemon.counters()['statsd.metrics_received']
+    client = StatsdClient('127.0.0.1', statsd_daemon.port, sample_rate=0.5)
+    random.seed(11)
+    lines = 0
+    try:
+        for _ in range(40):
+            with client.pipeline() as pipe:
+                for _ in range(50):
+                    pipe.increment('sampled.hits')
+                lines += len(pipe.lines)
+    finally:
+        client.stop()
+    wait_for(lambda: statsd_daemon.counters()['statsd.metrics_received'] >= received + lines,
+             timeout=5, interval=0.05, what='the daemon to receive every line')
+    counters = statsd_daemon.counters()
+    assert counters['statsd.metrics_received'] == received + lines
+    assert 800 < lines < 1200  # about half of the 2000 increments went out...
+    assert counters['sampled.hits'] == 2 * lines  # ...each counting for two
+    assert 1600 < counters['sampled.hits'] < 2400  # so the total is near the true 2000
+    assert counters['statsd.bad_lines_seen'] == 0
