@@ -8,8 +8,8 @@ setup(
     python_requires='>=3.9',
     install_requires=['pyzmq', 'tornado', 'iowait'],
     extras_require={
-        'redis': ['redis>=4'],
-        'test': ['pytest', 'circus==0.19.0', 'psutil', 'redis>=4'],
+        'redis': ['redis>=4.2'],
+        'test': ['pytest', 'circus==0.19.0', 'psutil', 'redis>=4.2'],
         'docs': ['sphinx'],
     },
     entry_points={'console_scripts': ['circus-plugin = circus_plugins.cli:main']},

@@ -104,22 +104,22 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.config = config
         if not self.name:
             self.name = str(config.get('name') or type(self).__name__)
-        self.check_delay = self._convert('check_delay', check_delay, float, minimum=0)
+        self.check_delay = self.__convert('check_delay', check_delay, float, minimum=0)
         self.active = self.option('active', True, bool)
         self.call_timeout = self.option('call_timeout', 5.0, float, minimum=0.001)
         self.loop = IOLoop(make_current=False)
         self.running = False
-        self._thread: Optional[threading.Thread] = None
-        self._context: Optional[zmq.Context] = None
-        self._sub: Optional[zmq.Socket] = None
-        self._client: Optional[Client] = None
-        self._callers: Dict[threading.Thread, ThreadCaller] = {}
-        self._lock = threading.Lock()
-        self._started = False
-        self._stopping = False
-        self._stopped = threading.Event()
-        self._paused = False
-        self._ready: ThreadFuture = ThreadFuture()  # the start's outcome
+        self.__thread: Optional[threading.Thread] = None
+        self.__context: Optional[zmq.Context] = None
+        self.__sub: Optional[zmq.Socket] = None
+        self.__client: Optional[Client] = None
+        self.__callers: Dict[threading.Thread, ThreadCaller] = {}
+        self.__lock = threading.Lock()
+        self.__started = False
+        self.__stopping = False
+        self.__stopped = threading.Event()
+        self.__paused = False
+        self.__ready: ThreadFuture = ThreadFuture()  # the start's outcome
 
     def option(self, key: str, default: Any, kind: type = str, *,
                minimum: Optional[float] = None, maximum: Optional[float] = None) -> Any:
@@ -130,9 +130,9 @@ class CircusPlugin(metaclass=_PluginMeta):
         outside ``minimum``..``maximum``, raises :class:`ConfigError` naming the plugin,
         option and value.
         """
-        return self._convert(key, self.config.get(key, default), kind, minimum, maximum)
+        return self.__convert(key, self.config.get(key, default), kind, minimum, maximum)
 
-    def _convert(self, key, value, kind, minimum=None, maximum=None):
+    def __convert(self, key, value, kind, minimum=None, maximum=None):
         try:
             if kind is bool:
                 return to_bool(value, key)
@@ -166,7 +166,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         try:
             try:
                 self.start_background()
-                self._stopped.wait()
+                self.__stopped.wait()
             except _Interrupted as exc:
                 log.info('plugin %s: got %s, stopping',
                          self.name, signal.Signals(exc.args[0]).name)
@@ -184,21 +184,21 @@ class CircusPlugin(metaclass=_PluginMeta):
         connect, is raised here. Stop the plugin with :meth:`stop`. The plugin is also a
         context manager doing both.
         """
-        with self._lock:
-            if self._started or self._stopping:
+        with self.__lock:
+            if self.__started or self.__stopping:
                 raise RuntimeError('plugin %s was already started' % self.name)
-            self._started = True
+            self.__started = True
         if not self.active:
             log.info('plugin %s is not active: waiting to be stopped', self.name)
             return self
-        self._thread = threading.Thread(target=self._run, name='plugin-%s' % self.name,
+        self.__thread = threading.Thread(target=self.__run, name='plugin-%s' % self.name,
                                         daemon=True)
-        self._thread.start()
+        self.__thread.start()
         try:
-            self._ready.result()
+            self.__ready.result()
         except Exception:  # the start failed, and the thread has ended
-            self._thread.join()
-            self._stopping = True
+            self.__thread.join()
+            self.__stopping = True
             raise
         return self
 
@@ -208,47 +208,47 @@ class CircusPlugin(metaclass=_PluginMeta):
         Idempotent and thread-safe. Called from the plugin thread itself (say, from
         :meth:`handle_recv`), it schedules the end and returns without joining.
         """
-        with self._lock:
-            if self._stopping:
+        with self.__lock:
+            if self.__stopping:
                 first = False
             else:
-                self._stopping = first = True
-        thread = self._thread
+                self.__stopping = first = True
+        thread = self.__thread
         if first and thread is None:  # never started, or inactive
             self.loop.close()
-            self._stopped.set()
+            self.__stopped.set()
         elif first and thread.is_alive():
-            if not self._on_plugin_thread():
+            if not self.in_plugin_thread():
                 try:  # a stop during the start: let handle_init finish first
-                    self._ready.result()
+                    self.__ready.result()
                 except Exception:
                     pass  # the start failed: nothing to stop
-            self._pause_events()
+            self.__pause_events()
             try:
                 self.handle_stop()
             except Exception:
                 log.exception('plugin %s: handle_stop failed', self.name)
             try:
-                self.loop.add_callback(self._shutdown)
+                self.loop.add_callback(self.__shutdown)
             except RuntimeError:
                 pass  # the loop has closed already
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.running = False
 
-    def _pause_events(self) -> None:
+    def __pause_events(self) -> None:
         """Stop delivering events, so handle_stop never runs beside handle_recv.
 
         Waits for the loop to finish the event it is handling (at most call_timeout
         seconds, in case a handler is stuck); commands keep working.
         """
-        if self._on_plugin_thread():
-            self._paused = True
+        if self.in_plugin_thread():
+            self.__paused = True
             return
         done: ThreadFuture = ThreadFuture()
 
         def pause():
-            self._paused = True
+            self.__paused = True
             done.set_result(None)
         try:
             self.loop.add_callback(pause)
@@ -262,77 +262,77 @@ class CircusPlugin(metaclass=_PluginMeta):
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def _run(self) -> None:
+    def __run(self) -> None:
         asyncio.set_event_loop(self.loop.asyncio_loop)
         try:
-            self._open()
+            self.__open()
             self.handle_init()
         except BaseException as exc:
-            self._close()
-            self._ready.set_exception(exc)
+            self.__close()
+            self.__ready.set_exception(exc)
             return
         self.running = True
-        self._ready.set_result(None)
+        self.__ready.set_result(None)
         try:
             self.loop.start()
         except Exception:
             log.exception('plugin %s: the event loop failed', self.name)
         finally:
             self.running = False
-            self._close()
-            self._stopped.set()
+            self.__close()
+            self.__stopped.set()
 
-    def _open(self) -> None:
-        self._context = zmq.Context()
-        self._sub = self._context.socket(zmq.SUB)
-        self._sub.linger = 0
-        self._sub.setsockopt(zmq.SUBSCRIBE, b'watcher.')
-        self._connect(self._sub, self.pubsub_endpoint)
-        dealer = self._context.socket(zmq.DEALER)
+    def __open(self) -> None:
+        self.__context = zmq.Context()
+        self.__sub = self.__context.socket(zmq.SUB)
+        self.__sub.linger = 0
+        self.__sub.setsockopt(zmq.SUBSCRIBE, b'watcher.')
+        self.__connect(self.__sub, self.pubsub_endpoint)
+        dealer = self.__context.socket(zmq.DEALER)
         # Long enough for a last cast to leave, short enough not to hang with circusd gone.
         dealer.linger = 1000
-        self._connect(dealer, self.endpoint)
-        self._client = Client(dealer, self.loop, self.name)
-        self.loop.add_handler(self._sub, self._on_sub_ready, IOLoop.READ)
+        self.__connect(dealer, self.endpoint)
+        self.__client = Client(dealer, self.loop, self.name)
+        self.loop.add_handler(self.__sub, self.__on_sub_ready, IOLoop.READ)
         # Events may already be queued and the socket's fd only signals changes.
-        self.loop.add_callback(self._drain_events)
+        self.loop.add_callback(self.__drain_events)
 
-    def _connect(self, socket: zmq.Socket, endpoint: str) -> None:
+    def __connect(self, socket: zmq.Socket, endpoint: str) -> None:
         if self.ssh_server is None:
             socket.connect(endpoint)
         else:
             from zmq import ssh
             ssh.tunnel_connection(socket, endpoint, self.ssh_server)
 
-    def _shutdown(self) -> None:
-        if self._sub is not None:
-            self.loop.remove_handler(self._sub)
-        if self._client is not None:
-            self._client.close()
+    def __shutdown(self) -> None:
+        if self.__sub is not None:
+            self.loop.remove_handler(self.__sub)
+        if self.__client is not None:
+            self.__client.close()
         self.loop.stop()
 
-    def _close(self) -> None:
-        with self._lock:  # no new thread caller after this
-            callers, self._callers = list(self._callers.values()), {}
-            context, self._context = self._context, None
+    def __close(self) -> None:
+        with self.__lock:  # no new thread caller after this
+            callers, self.__callers = list(self.__callers.values()), {}
+            context, self.__context = self.__context, None
         for caller in callers:
             caller.close()
-        for sock in (self._sub, self._client and self._client.socket):
+        for sock in (self.__sub, self.__client and self.__client.socket):
             if sock is not None and not sock.closed:
                 sock.close()
-        self._sub = self._client = None
+        self.__sub = self.__client = None
         if context is not None:
             context.term()
         self.loop.close(all_fds=False)
 
     # -- events ----------------------------------------------------------------------------
 
-    def _on_sub_ready(self, fd, events) -> None:
-        self._drain_events()
+    def __on_sub_ready(self, fd, events) -> None:
+        self.__drain_events()
 
-    def _drain_events(self) -> None:
-        sub = self._sub
-        if sub is None or self._paused:
+    def __drain_events(self) -> None:
+        sub = self.__sub
+        if sub is None or self.__paused:
             return
         recv = sub.recv_multipart
         handle = self.handle_recv
@@ -350,11 +350,11 @@ class CircusPlugin(metaclass=_PluginMeta):
             except Exception:
                 log.exception('plugin %s: handle_recv failed on %r',
                               self.name, frames[0])
-            if self._paused:  # stop() called from the handler
+            if self.__paused:  # stop() called from the handler
                 return
         # More may be queued, and the fd will not signal them again: come back after
         # whatever else is waiting on the loop.
-        self.loop.add_callback(self._drain_events)
+        self.loop.add_callback(self.__drain_events)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -371,25 +371,25 @@ class CircusPlugin(metaclass=_PluginMeta):
         busy_retry = props.pop('busy_retry', 0)
         if busy_retry:
             busy_retry = to_number(busy_retry, 'busy_retry', minimum=0)
-        if self._on_plugin_thread():
-            client = self._require_client(command)
+        if self.in_plugin_thread():
+            client = self.__require_client(command)
             return client.call_blocking(command, props, self.call_timeout, busy_retry)
-        return self._thread_caller(command).call(command, props, self.call_timeout,
+        return self.__thread_caller(command).call(command, props, self.call_timeout,
                                                  busy_retry)
 
-    def _thread_caller(self, command: str) -> ThreadCaller:
+    def __thread_caller(self, command: str) -> ThreadCaller:
         me = threading.current_thread()
-        with self._lock:
-            if self._context is None:
+        with self.__lock:
+            if self.__context is None:
                 raise CallError('%r: plugin %s is not running' % (command, self.name))
-            caller = self._callers.get(me)
+            caller = self.__callers.get(me)
             if caller is None:
-                for thread in [t for t in self._callers if not t.is_alive()]:
-                    self._callers.pop(thread).close()
-                socket = self._context.socket(zmq.DEALER)
+                for thread in [t for t in self.__callers if not t.is_alive()]:
+                    self.__callers.pop(thread).close()
+                socket = self.__context.socket(zmq.DEALER)
                 socket.linger = 0
-                self._connect(socket, self.endpoint)
-                caller = self._callers[me] = ThreadCaller(socket)
+                self.__connect(socket, self.endpoint)
+                caller = self.__callers[me] = ThreadCaller(socket)
         return caller
 
     async def call_async(self, command: str, *, busy_retry: float = 0.0,
@@ -403,7 +403,7 @@ class CircusPlugin(metaclass=_PluginMeta):
             circusd is still busy at the deadline, its last refusal is returned.
         :raises CallError: no reply within :attr:`call_timeout` seconds.
         """
-        client = self._require_client(command)
+        client = self.__require_client(command)
         return await client.call(command, props, self.call_timeout, busy_retry)
 
     def cast(self, command: str, **props: Any) -> None:
@@ -412,20 +412,21 @@ class CircusPlugin(metaclass=_PluginMeta):
         circusd never says whether a cast worked: use :meth:`call_async` with
         ``busy_retry`` for anything that must happen.
         """
-        client = self._require_client(command)
-        if self._on_plugin_thread():
+        client = self.__require_client(command)
+        if self.in_plugin_thread():
             client.cast(command, props)
         else:
             self.loop.add_callback(client.cast, command, props)
 
-    def _require_client(self, command: str) -> Client:
-        client = self._client
+    def __require_client(self, command: str) -> Client:
+        client = self.__client
         if client is None:
             raise CallError('%r: plugin %s is not running' % (command, self.name))
         return client
 
-    def _on_plugin_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+    def in_plugin_thread(self) -> bool:
+        """True when called on the plugin thread, the one running :attr:`loop`."""
+        return threading.current_thread() is self.__thread
 
     # -- to override -----------------------------------------------------------------------
 

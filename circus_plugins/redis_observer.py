@@ -110,7 +110,7 @@ class RedisObserver(BaseObserver):
         if client is None:
             return
         close = getattr(client, 'aclose', None) or client.close  # redis-py < 5: close()
-        if self._on_plugin_thread():
+        if self.in_plugin_thread():
             self.loop.add_callback(close)
             return
         # The loop still runs: close there, and wait, so no connection outlives the plugin.

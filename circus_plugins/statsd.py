@@ -34,6 +34,15 @@ MAX_DATAGRAM = 512
 _RESOLVE_RETRY = 30.0
 
 
+_RESERVED = re.compile(r'[:|@\s]')
+
+
+def _clean(bucket: str) -> str:
+    """statsd reads ``:``, ``|``, ``@`` and white space as separators: a bucket named
+    after the watcher ``plugin:flapping`` would become a bad line."""
+    return _RESERVED.sub('_', bucket)
+
+
 class _Metrics:
     """The metric methods, shared by the client (sends at once) and its pipelines."""
 
@@ -53,7 +62,7 @@ class _Metrics:
             value = '%s|@%s' % (value, rate)
         if self.prefix:
             bucket = '%s.%s' % (self.prefix, bucket)
-        self._emit('%s:%s' % (bucket, value))
+        self._emit('%s:%s' % (_clean(bucket), value))
 
     def increment(self, bucket: str, delta: int = 1,
                   sample_rate: Optional[float] = None) -> None:
@@ -109,8 +118,9 @@ class StatsdClient(_Metrics):
         self._address = None
         self._next_lookup = 0.0
         self._logged = set()
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._socket.setblocking(False)
+        self._socket: Optional[socket.socket] = None  # opened at the first send
+        # Look the host up now, before any loop runs: a lookup may block.
+        self._lookup()
 
     def pipeline(self) -> 'Pipeline':
         """A buffer of metrics sent together, packed into few datagrams, by
@@ -119,7 +129,9 @@ class StatsdClient(_Metrics):
 
     def stop(self) -> None:
         """Close the socket."""
-        self._socket.close()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def _emit(self, line: str) -> None:
         self._send_datagram(line.encode('utf-8'))
@@ -145,6 +157,9 @@ class StatsdClient(_Metrics):
         if address is None:
             return
         try:
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._socket.setblocking(False)
             self._socket.sendto(data, address)
             self.sent += 1
         except OSError as exc:
@@ -222,7 +237,7 @@ class StatsdEmitter(CircusPlugin):
         self.prefix = self.option('prefix', 'circus.%s.watcher' % self.app)
         rate = self.option('sample_rate', 1.0, float, minimum=0, maximum=1)
         self.statsd = StatsdClient(host=self.option('host', 'localhost'),
-                                   port=self.option('port', 8125, int, minimum=1),
+                                   port=self.option('port', 8125, int, minimum=1, maximum=65535),
                                    prefix=self.prefix, sample_rate=rate)
         self._batch = self.statsd.pipeline()
         self._flush_scheduled = False
@@ -247,9 +262,9 @@ class StatsdEmitter(CircusPlugin):
     def handle_stop(self):
         # Runs in the stopping thread once events have paused: hand the last batch to
         # the loop, which is still running, and close the socket after it.
-        self.loop.add_callback(self._close)
+        self.loop.add_callback(self._close_statsd)
 
-    def _close(self):
+    def _close_statsd(self):
         self._flush()
         self.statsd.stop()
 
@@ -346,18 +361,21 @@ class FullStats(BaseObserver):
         metrics.gauge('_stats.%s.watchers_num' % watcher, len(processes))
         if not processes:
             return
-        cpus = [p.get('cpu', 0) for p in processes]
-        mems = [p.get('mem', 0) for p in processes]
+        # psutil reports "N/A" for what it may not read.
+        cpus = [p['cpu'] for p in processes if isinstance(p.get('cpu'), (int, float))]
+        mems = [p['mem'] for p in processes if isinstance(p.get('mem'), (int, float))]
         sizes = []
         for process in processes:
             try:
                 sizes.append(human_to_bytes(process.get('mem_info1', 0)))
             except ValueError:
                 continue
-        metrics.gauge('_stats.%s.cpu_max' % watcher, max(cpus))
-        metrics.gauge('_stats.%s.cpu_sum' % watcher, sum(cpus))
-        metrics.gauge('_stats.%s.mem_pct_max' % watcher, max(mems))
-        metrics.gauge('_stats.%s.mem_pct_sum' % watcher, sum(mems))
+        if cpus:
+            metrics.gauge('_stats.%s.cpu_max' % watcher, max(cpus))
+            metrics.gauge('_stats.%s.cpu_sum' % watcher, sum(cpus))
+        if mems:
+            metrics.gauge('_stats.%s.mem_pct_max' % watcher, max(mems))
+            metrics.gauge('_stats.%s.mem_pct_sum' % watcher, sum(mems))
         if sizes:
             metrics.gauge('_stats.%s.mem_max' % watcher, max(sizes))
             metrics.gauge('_stats.%s.mem_sum' % watcher, sum(sizes))

@@ -1,6 +1,5 @@
 """HttpObserver against a real HTTP server on 127.0.0.1, under circusd and circus-plugin."""
 import asyncio
-import contextlib
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from circus_plugins import CircusPlugin, ConfigError
+from circus_plugins import ConfigError
 from circus_plugins.http_observer import HttpObserver
 from circus_plugins.testing import free_port, wait_for
 
@@ -90,23 +89,8 @@ def plugin_options(url, udp, **extra):
     return options
 
 
-@contextlib.contextmanager
-def running(plugin):
-    """Run ``plugin`` in this process, then make sure its ZeroMQ sockets are closed.
-
-    statsd.StatsdEmitter's ``_close`` shadows CircusPlugin's, so a statsd plugin leaves
-    its sockets and context open once stopped; collected later, such a context hangs
-    in ``term()``. Close them here until that is fixed.
-    """
-    with plugin:
-        yield plugin
-    if plugin._context is not None:
-        CircusPlugin._close(plugin)
-
-
 def unstarted(plugin):
-    """Close what a plugin that will never run opened: its statsd socket and loop."""
-    plugin.statsd.stop()
+    """Close what a plugin that will never run opened: its loop."""
     plugin.stop()
     return plugin
 
@@ -183,7 +167,7 @@ def test_without_restart_on_error_only_counts(udp):
     plugin = HttpObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
                           check_url='http://127.0.0.1:%d/' % port, loop_rate='0.1',
                           host='127.0.0.1', port=udp.port)
-    with running(plugin):
+    with plugin:
         udp.wait_lines(lambda lines: len(values(lines, 'http_stats.error.599')) >= 2,
                        what='two errors')
     assert not values(udp.lines(), 'http_stats.restart_on_error')

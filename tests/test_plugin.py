@@ -299,5 +299,5 @@ def test_start_in_main_thread_stops_on_sigterm_and_restores_handlers(circusd):
     sender.start()
     plugin.start()
     sender.join()
-    assert plugin.stops == 1 and not plugin.running and plugin._context is None
+    assert plugin.stops == 1 and not plugin.running and plugin._CircusPlugin__context is None
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

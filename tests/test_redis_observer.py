@@ -1,5 +1,4 @@
 """RedisObserver against a real redis-server on 127.0.0.1, under circusd and circus-plugin."""
-import contextlib
 import os
 import shutil
 import signal
@@ -9,7 +8,7 @@ import sys
 
 import pytest
 
-from circus_plugins import CircusPlugin, ConfigError
+from circus_plugins import ConfigError
 from circus_plugins.errors import PluginLoadError
 from circus_plugins.redis_observer import OBSERVE, RedisObserver
 from circus_plugins.testing import free_port, wait_for
@@ -81,23 +80,8 @@ def plugin_options(url, udp, **extra):
     return options
 
 
-@contextlib.contextmanager
-def running(plugin):
-    """Run ``plugin`` in this process, then make sure its ZeroMQ sockets are closed.
-
-    statsd.StatsdEmitter's ``_close`` shadows CircusPlugin's, so a statsd plugin leaves
-    its sockets and context open once stopped; collected later, such a context hangs
-    in ``term()``. Close them here until that is fixed.
-    """
-    with plugin:
-        yield plugin
-    if plugin._context is not None:
-        CircusPlugin._close(plugin)
-
-
 def unstarted(plugin):
-    """Close what a plugin that will never run opened: its statsd socket and loop."""
-    plugin.statsd.stop()
+    """Close what a plugin that will never run opened: its loop."""
     plugin.stop()
     return plugin
 
@@ -199,7 +183,7 @@ def test_a_redis_that_never_answers_times_out(udp):
                                redis_url='redis://127.0.0.1:%d/0' % silent.getsockname()[1],
                                timeout='0.2', loop_rate='0.1', host='127.0.0.1',
                                port=udp.port)
-        with running(plugin):
+        with plugin:
             # Two checks failed, each within the timeout (and one retry): the loop goes on.
             udp.wait_lines(lambda lines: lines.count(PREFIX + 'redis_stats.error:1|c') >= 2,
                            what='two errors')
