@@ -4,10 +4,11 @@ A plugin subscribes to circusd's events and sends it commands; see :class:`Circu
 """
 from .config import decode_config, encode_config, get_plugin_cmd
 from .errors import CallError, CircusPluginError, ConfigError, PluginLoadError
+from .periodic import PeriodicPlugin
 from .plugin import CircusPlugin
 
 __version__ = '0.1.0'
 
-__all__ = ['CircusPlugin', 'CallError', 'CircusPluginError', 'ConfigError',
+__all__ = ['CircusPlugin', 'PeriodicPlugin', 'CallError', 'CircusPluginError', 'ConfigError',
            'PluginLoadError', 'get_plugin_cmd', 'encode_config', 'decode_config',
            '__version__']

@@ -37,10 +37,8 @@ import shutil
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from tornado.ioloop import PeriodicCallback
-
 from .errors import CallError
-from .plugin import CircusPlugin
+from .periodic import PeriodicPlugin
 
 log = logging.getLogger('circus_plugins')
 
@@ -190,30 +188,20 @@ class _Watch:
         return self.started > started and newest <= self.started * 1e9
 
 
-class CommandReloader(CircusPlugin):
+class CommandReloader(PeriodicPlugin):
     """Restarts a watcher when the program (or script) it runs changes on disk.
 
     Option: ``loop_rate``, seconds between two looks (default 1; a fraction is fine).
     """
 
     name = 'command_reloader'
+    default_loop_rate = 1.0
+    look_at_start = True  # the first look records what runs now
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        self.loop_rate = self.option('loop_rate', 1.0, float, minimum=0.01)
         #: The watchers seen at the last look, by name.
         self.watches: Dict[str, _Watch] = {}
-        self._period: Optional[PeriodicCallback] = None
-        self._looking = False
-
-    def handle_init(self):
-        self._period = PeriodicCallback(self._tick, self.loop_rate * 1000)
-        self._period.start()
-        self.loop.add_callback(self._tick)  # the first look records what runs now
-
-    def handle_stop(self):
-        if self._period is not None:
-            self.loop.add_callback(self._period.stop)
 
     def handle_recv(self, data):
         watcher, action, message = self.split_data(data)
@@ -225,17 +213,6 @@ class CommandReloader(CircusPlugin):
         elif action in ('start', 'reload'):
             when = self.load_message(message).get('time') or time.time()
             watch.started = max(watch.started, float(when))
-
-    async def _tick(self) -> None:
-        if self._looking:
-            return
-        self._looking = True
-        try:
-            await self.look_after()
-        except Exception:
-            log.exception('plugin %s: look_after failed', self.name)
-        finally:
-            self._looking = False
 
     async def look_after(self) -> None:
         """Look at every watcher once; restart those whose files changed."""

@@ -22,8 +22,7 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
-from tornado.ioloop import PeriodicCallback
-
+from .periodic import PeriodicPlugin
 from .plugin import CircusPlugin
 
 log = logging.getLogger('circus_plugins')
@@ -262,6 +261,7 @@ class StatsdEmitter(CircusPlugin):
     def handle_stop(self):
         # Runs in the stopping thread once events have paused: hand the last batch to
         # the loop, which is still running, and close the socket after it.
+        super().handle_stop()
         self.loop.add_callback(self._close_statsd)
 
     def _close_statsd(self):
@@ -269,45 +269,12 @@ class StatsdEmitter(CircusPlugin):
         self.statsd.stop()
 
 
-class BaseObserver(StatsdEmitter):
+class BaseObserver(StatsdEmitter, PeriodicPlugin):
     """A statsd plugin that calls :meth:`look_after` every ``loop_rate`` seconds (default
-    60) on the plugin's loop. ``look_after`` may be a coroutine; a slow one is not run
-    again before it ends."""
+    60) on the plugin's loop; see :class:`~circus_plugins.periodic.PeriodicPlugin`.
+    Events are ignored."""
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
-        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        self.loop_rate = self.option('loop_rate', 60.0, float, minimum=0.001)
-        self._period: Optional[PeriodicCallback] = None
-        self._looking = False
-
-    def handle_init(self):
-        self._period = PeriodicCallback(self._tick, self.loop_rate * 1000)
-        self._period.start()
-
-    def handle_stop(self):
-        if self._period is not None:
-            self.loop.add_callback(self._period.stop)
-        super().handle_stop()
-
-    def handle_recv(self, data):
-        pass
-
-    async def _tick(self):
-        if self._looking:
-            return
-        self._looking = True
-        try:
-            result = self.look_after()
-            if hasattr(result, '__await__'):
-                await result
-        except Exception:
-            log.exception('plugin %s: look_after failed', self.name)
-        finally:
-            self._looking = False
-
-    def look_after(self):
-        """Do the periodic work; to be implemented."""
-        raise NotImplementedError()
+    handle_recv = PeriodicPlugin.handle_recv
 
 
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40, 'P': 1 << 50}
