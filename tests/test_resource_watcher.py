@@ -1,0 +1,371 @@
+"""The resource watcher: its options, its rules on scripted stats, and under a real circusd."""
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from circus_plugins import ConfigError
+from circus_plugins.resource_watcher import Limit, ResourceWatcher, to_signum
+from circus_plugins.testing import EventRecorder, wait_connected, wait_for
+from conftest import PLUGIN_ENV
+
+HOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'resource_hog.py')
+BURNER = '%s %s cpu' % (sys.executable, HOG)
+USE = 'circus_plugins.resource_watcher.ResourceWatcher'
+
+
+def make(**config):
+    config.setdefault('watcher', 'web')
+    return ResourceWatcher('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, **config)
+
+
+@pytest.fixture
+def made():
+    """``made(**config)``: a plugin that is never started, closed after the test."""
+    plugins = []
+
+    def build(**config):
+        plugins.append(make(**config))
+        return plugins[-1]
+    yield build
+    for plugin in plugins:
+        plugin.statsd.stop()
+        plugin.stop()
+
+
+# -- options -------------------------------------------------------------------------------
+
+def test_defaults(made):
+    plugin = made()
+    assert plugin.watcher == 'web' and plugin.loop_rate == 60.0
+    assert plugin.max_cpu == Limit(90.0) and plugin.min_cpu is None
+    assert plugin.max_mem == Limit(90.0) and plugin.min_mem is None
+    assert plugin.health_threshold == Limit(75.0)
+    assert (plugin.max_count, plugin.process_children, plugin.child_signal) == (
+        3, False, signal.SIGTERM)
+
+
+def test_memory_in_percent_or_bytes(made):
+    plugin = made(max_mem='12.5', min_mem='250M')
+    assert plugin.max_mem == Limit(12.5, percent=True)
+    assert plugin.min_mem == Limit(250 << 20, percent=False)
+    assert made(max_mem='1.5G').max_mem == Limit(3 << 29, percent=False)
+    assert made(max_mem='512K', min_mem='0.5').min_mem == Limit(0.5)
+    assert made(max_mem='100B').max_mem == Limit(100, percent=False)
+
+
+def test_limits_switched_off(made):
+    plugin = made(max_cpu='none', max_mem='', health_threshold='off', min_cpu='None')
+    assert (plugin.max_cpu, plugin.max_mem, plugin.health_threshold, plugin.min_cpu) == (
+        None, None, None, None)
+    plugin = made(max_cpu='0', max_mem='0', health_threshold='0', min_cpu='0', min_mem='0')
+    assert (plugin.max_cpu, plugin.max_mem, plugin.health_threshold) == (None, None, None)
+    assert plugin.min_cpu == Limit(0.0) and plugin.min_mem == Limit(0.0)  # 0 is a limit
+
+
+@pytest.mark.parametrize('option, value', [
+    ('max_cpu', 'lots'), ('max_cpu', '-5'), ('min_cpu', '50M'), ('health_threshold', 'x'),
+    ('max_mem', '12 parsecs'), ('min_mem', '-1'), ('max_count', 'three'),
+    ('max_count', '-1'), ('process_children', 'perhaps'), ('child_signal', 'SIGNOPE'),
+    ('child_signal', '999'), ('loop_rate', '0'),
+])
+def test_bad_values(option, value):
+    with pytest.raises(ConfigError) as info:
+        make(**{option: value})
+    message = str(info.value)
+    assert 'resource_watcher' in message and option in message and repr(value) in message
+
+
+def test_watcher_is_required_and_service_is_a_deprecated_alias(made, caplog):
+    with pytest.raises(ConfigError, match="resource_watcher: option 'watcher' is required"):
+        ResourceWatcher('e', 'p', 5.0)
+    with pytest.raises(ConfigError, match="'watcher'"):
+        ResourceWatcher('e', 'p', 5.0, watcher=' ')
+    with caplog.at_level(logging.WARNING, logger='circus_plugins'):
+        assert made(watcher='', service='old').watcher == 'old'
+    assert 'option "service" is deprecated: use "watcher"' in caplog.text
+    assert made(service='old', watcher='new').watcher == 'new'
+
+
+def test_child_signal_by_name_or_number(made):
+    assert made(child_signal='KILL').child_signal == signal.SIGKILL
+    assert made(child_signal='sigusr1').child_signal == signal.SIGUSR1
+    assert made(child_signal=' 2 ').child_signal == signal.SIGINT
+    assert to_signum('HUP') == signal.SIGHUP
+
+
+# -- the rules, on scripted stats ----------------------------------------------------------
+
+class Counted:
+    """Stands in for the statsd batch: records counter names."""
+
+    def __init__(self):
+        self.names = []
+
+    def increment(self, bucket, delta=1, sample_rate=None):
+        self.names.append(bucket.rsplit('.', 1)[1])
+
+
+class Scripted(ResourceWatcher):
+    """A resource watcher whose commands go to a script instead of circusd."""
+
+    def __init__(self, *args, **config):
+        super().__init__(*args, **config)
+        self.counted = Counted()
+        self.commands = []
+        self.replies = {}   # command -> reply, or exception to raise
+        self.stats = {}     # pid -> info
+
+    @property
+    def metrics(self):
+        return self.counted
+
+    async def call_async(self, command, **props):
+        props.pop('busy_retry', None)
+        if command == 'stats':
+            reply = self.replies.get('stats', {'status': 'ok', 'info': self.stats})
+        else:
+            self.commands.append((command, props))
+            reply = self.replies.get(command, {'status': 'ok'})
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def check(self, times=1):
+        for _ in range(times):
+            asyncio.run(self.look_after())
+
+
+def process(pid, cpu=0.0, mem=0.1, size='10M', children=()):
+    return {'pid': pid, 'cpu': cpu, 'mem': mem, 'mem_info1': size,
+            'children': [dict(c) for c in children]}
+
+
+@pytest.fixture
+def scripted():
+    plugins = []
+
+    def build(**config):
+        config.setdefault('watcher', 'web')
+        plugins.append(Scripted('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, **config))
+        return plugins[-1]
+    yield build
+    for plugin in plugins:
+        plugin.statsd.stop()
+        plugin.stop()
+
+
+def test_restart_after_more_than_max_count_bad_checks_in_a_row(scripted):
+    rw = scripted(max_cpu='50', max_count='2')
+    rw.stats = {'11': process(11, cpu=99.0)}
+    rw.check()  # circusd's first reading of a pid: not judged
+    assert rw.counted.names == [] and rw.commands == []
+    rw.check(2)
+    assert rw.counted.names == ['over_cpu', 'over_cpu'] and rw.commands == []
+    rw.check()
+    assert rw.counted.names[2:] == ['over_cpu', 'restarting']
+    assert rw.commands == [('restart', {'name': 'web'})]
+    assert rw.counts == {}
+    rw.stats = {'12': process(12, cpu=99.0)}  # the new process
+    rw.check(3)
+    assert len(rw.commands) == 1  # counted from zero again, first reading skipped
+
+
+def test_a_good_check_resets_the_count(scripted):
+    rw = scripted(max_cpu='50', max_count='1')
+    rw.stats = {'11': process(11, cpu=99.0)}
+    rw.check(2)
+    rw.stats['11']['cpu'] = 10.0
+    rw.check()
+    rw.stats['11']['cpu'] = 99.0
+    rw.check()
+    assert rw.commands == [] and rw.counts['watcher']['over_cpu'] == 1
+    rw.check()
+    assert rw.commands[0][0] == 'restart'
+
+
+def test_max_count_zero_restarts_at_the_first_bad_check(scripted):
+    rw = scripted(max_mem='5M', max_count='0')
+    rw.stats = {'11': process(11, size='6M')}
+    rw.check()
+    assert rw.counted.names == ['over_memory', 'restarting']
+    assert rw.commands[0][0] == 'restart'
+
+
+def test_each_limit_and_its_counter(scripted):
+    rw = scripted(max_cpu='50', min_cpu='1', max_mem='20', min_mem='5M', health_threshold='30',
+                  max_count='100')
+    rw.stats = {'11': process(11, cpu=0.5, mem=1.0, size='4M'),
+                '12': process(12, cpu=80.0, mem=25.0, size='900M')}
+    rw.check()  # no cpu figures yet
+    assert rw.counted.names == ['over_memory', 'under_memory']
+    rw.check()
+    assert rw.counted.names[2:] == ['over_cpu', 'under_cpu', 'over_memory', 'under_memory',
+                                    'over_health']  # health: (80 + 25) / 2 > 30
+    rw.stats = {'11': process(11, cpu=2.0, mem=1.0, size='6M'),
+                '12': process(12, cpu=40.0, mem=19.0, size='9M')}
+    rw.check()
+    assert rw.counted.names[7:] == []
+    assert rw.counts['watcher'] == dict.fromkeys(rw.counts['watcher'], 0)
+
+
+def test_switched_off_limits_and_unknown_figures_are_not_judged(scripted):
+    rw = scripted(max_cpu='off', max_mem='none', health_threshold='0', max_count='0')
+    rw.stats = {'11': process(11, cpu=300.0, mem=99.0, size='9G')}
+    rw.check(3)
+    assert rw.counted.names == [] and rw.commands == []
+    rw = scripted(max_count='0', min_cpu='5', min_mem='1M')
+    rw.stats = {'11': process(11, cpu='N/A', mem='N/A', size='N/A'),
+                '12': 'No such process (stopped?)'}
+    rw.check(3)
+    assert rw.counted.names == [] and rw.commands == []
+
+
+def test_a_watcher_without_processes_is_left_alone(scripted):
+    rw = scripted(min_cpu='5', max_count='0')
+    rw.stats = {}
+    rw.check(3)
+    assert rw.counted.names == [] and rw.commands == []
+
+
+def test_stats_errors_are_counted_and_logged_once(scripted, caplog):
+    rw = scripted()
+    rw.replies['stats'] = {'status': 'error', 'reason': 'program web not found', 'errno': 3}
+    rw.check(3)
+    assert rw.counted.names == ['error'] * 3
+    assert caplog.text.count('web: cannot read its stats: program web not found') == 1
+
+
+def test_a_refused_restart_is_counted_and_tried_again(scripted, caplog):
+    rw = scripted(max_mem='5M', max_count='0')
+    rw.replies['restart'] = {'status': 'error', 'reason': 'nope', 'errno': 5}
+    rw.stats = {'11': process(11, size='6M')}
+    rw.check(2)
+    assert [c for c, _ in rw.commands] == ['restart', 'restart']
+    assert rw.counted.names == ['over_memory', 'restarting', 'error'] * 2
+    assert 'web: could not restart it: nope' in caplog.text
+
+
+def test_children_get_the_signal_not_the_watcher(scripted):
+    rw = scripted(process_children='true', max_mem='50M', min_cpu='1', max_count='1',
+                  child_signal='USR1')
+    big = {'pid': 21, 'cpu': 0.0, 'mem': 1.0, 'mem_info1': '80M'}
+    small = {'pid': 22, 'cpu': 0.0, 'mem': 0.1, 'mem_info1': '5M'}
+    rw.stats = {'11': process(11, cpu=10.0, children=[big, small])}
+    rw.check()
+    assert rw.commands == [] and rw.counted.names == ['over_memory']
+    rw.check()
+    # Children are judged on memory only: circusd 0.19 reports 0.0 CPU for each.
+    assert rw.commands == [('signal', {'name': 'web', 'pid': 11, 'childpid': 21,
+                                       'signum': signal.SIGUSR1})]
+    assert 21 not in rw.counts and rw.counts[22]['under_cpu'] == 0
+    rw.stats = {'11': process(11, cpu=10.0)}  # the children are gone
+    rw.check()
+    assert set(rw.counts) == {'watcher'}
+
+
+# -- under circusd -------------------------------------------------------------------------
+
+def plugin_pid(circusd, name):
+    pid = wait_for(lambda: circusd.pids('plugin:%s' % name), timeout=8,
+                   what='plugin %s' % name)[0]
+    wait_connected(pid, circusd.endpoint, timeout=8)
+    return pid
+
+
+def test_circusd_stats_show_a_busy_loop_from_the_second_reading(start_circusd):
+    circusd = start_circusd(watchers={'burner': {'cmd': BURNER}})
+    wait_for(lambda: circusd.pids('burner'), what='the burner')
+
+    def cpu():
+        info = circusd.call('stats', name='burner')['info']
+        return [p['cpu'] for p in info.values()][0]
+    assert cpu() == 0.0  # psutil's first reading of a process
+    wait_for(lambda: cpu() > 50, timeout=6, interval=0.3, what='a busy cpu figure')
+
+
+def test_busy_watcher_restarted_idle_one_left_alone(start_circusd, udp):
+    common = {'use': USE, 'loop_rate': 0.3, 'max_cpu': 20, 'max_count': 2,
+              'host': '127.0.0.1', 'port': udp.port}
+    circusd = start_circusd(
+        watchers={'burner': {'cmd': BURNER}, 'idle': {'cmd': 'sleep 1000'},
+                  'nudge': {'cmd': 'sleep 1000'}},
+        # min_cpu 0 with a huge max_count: the idle watcher's checks show as under_cpu
+        # counters, and never lead to a restart.
+        plugins={'rw_burner': dict(common, watcher='burner'),
+                 'rw_idle': dict(common, watcher='idle', min_cpu=0, max_count=1000)})
+    idle_pids = wait_for(lambda: circusd.pids('idle'), what='the idle watcher')
+    burner_pids = wait_for(lambda: circusd.pids('burner'), what='the burner')
+    with EventRecorder(circusd.pubsub_endpoint) as events:
+        events.sync(circusd, 'nudge')
+        wait_for(lambda: circusd.pids('burner') not in ([], burner_pids), timeout=8,
+                 interval=0.1, what='the burner to be restarted')
+        prefix = 'circus.app.watcher._resource_watcher.'
+        udp.wait_lines(lambda lines: lines.count(prefix + 'idle.under_cpu:1|c') >= 5,
+                       timeout=8, what='five checks of the idle watcher')
+        events.listen(0.5)
+        idle_events = [topic for topic, _ in events.events
+                       if topic.startswith(b'watcher.idle.')]
+    assert idle_events == [] and circusd.pids('idle') == idle_pids
+    lines = udp.lines()
+    assert lines.count(prefix + 'burner.over_cpu:1|c') >= 3
+    assert prefix + 'burner.restarting:1|c' in lines
+    assert not [line for line in lines if line.startswith(prefix + 'idle.')
+                and 'under_cpu' not in line]
+    wait_for(lambda: 'burner: restarted' in circusd.log(), what='the restart in the log')
+    assert 'cpu' in circusd.log().split('restarting the watcher')[0].rsplit('\n', 1)[-1]
+
+
+def test_child_process_signalled_under_circusd(start_circusd, tmp_path):
+    status_file = tmp_path / 'child-status'
+    circusd = start_circusd(
+        watchers={'family': {'cmd': '%s %s parent 60 %s' % (sys.executable, HOG,
+                                                             status_file)}},
+        plugins={'rw': {'use': USE, 'watcher': 'family', 'loop_rate': 0.3,
+                        'process_children': 'true', 'max_mem': '40M', 'max_cpu': 'none',
+                        'health_threshold': 'none', 'max_count': 1,
+                        'child_signal': 'USR1'}})
+    parent = wait_for(lambda: circusd.pids('family'), what='the parent')
+    wait_for(status_file.exists, timeout=8, what='the child to end')
+    assert wait_for(status_file.read_text) == str(-signal.SIGUSR1)
+    assert circusd.pids('family') == parent  # the watcher was not restarted
+    log = circusd.log()
+    assert 'family: sent SIGUSR1 to child' in log and 'restarting the watcher' not in log
+
+
+def test_runs_from_circus_plugin(start_circusd, udp, tmp_path):
+    circusd = start_circusd(watchers={'burner': {'cmd': BURNER}})
+    before = wait_for(lambda: circusd.pids('burner'), what='the burner')
+    err_path = tmp_path / 'stderr.txt'
+    config = ('watcher:burner:::max_cpu:20:::loop_rate:0.3:::max_count:1:::'
+              'host:127.0.0.1:::port:%d' % udp.port)
+    with open(err_path, 'w') as err:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
+             '--pubsub', circusd.pubsub_endpoint, '--config', config, USE],
+            stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, **PLUGIN_ENV))
+    try:
+        wait_for(lambda: circusd.pids('burner') not in ([], before), timeout=8,
+                 interval=0.1, what='the burner to be restarted')
+        udp.wait_lines(lambda lines: 'circus.app.watcher._resource_watcher.burner.'
+                       'restarting:1|c' in lines)
+        wait_for(lambda: 'burner: restarted' in err_path.read_text(),
+                 what='the restart in the log')
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_unreachable_circusd_counts_errors(udp):
+    rw = ResourceWatcher('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, watcher='web',
+                         host='127.0.0.1', port=udp.port, loop_rate='0.1',
+                         call_timeout='0.2')
+    with rw:
+        udp.wait_lines(lambda lines: 'circus.app.watcher._resource_watcher.web.error:1|c'
+                       in lines)
