@@ -121,20 +121,23 @@ def _percent(value: Any) -> Optional[float]:
 
 
 class ResourceWatcher(BaseObserver):
-    """Restarts watcher ``watcher`` when its processes stay beyond the CPU, memory or
-    health limits for more than ``max_count`` checks in a row, one check every
+    """Restarts watcher ``watcher`` when its processes stay beyond a CPU, memory or
+    health limit for more than ``max_count`` checks in a row, one check every
     ``loop_rate`` seconds (default 60).
 
-    Options besides the limits (see the module): ``watcher`` (required; ``service`` is a
-    deprecated alias), ``max_count`` (default 3), ``process_children`` (default false:
-    also judge each child process of the watcher's processes, on memory, and send it
-    ``child_signal`` instead of restarting the watcher), ``child_signal`` (default
-    ``SIGTERM``, a name or a number), and those of :class:`~circus_plugins.statsd.BaseObserver`.
+    Limits: ``max_cpu`` (default 90) and ``min_cpu`` (off) in percent of one core;
+    ``max_mem`` (90) and ``min_mem`` (off) in percent of the machine's memory, or in bytes
+    when written with a unit (``250M``); ``health_threshold`` (75), in percent. Other
+    options: ``watcher`` (required; ``service`` is a deprecated alias), ``max_count``
+    (3), ``process_children`` (false: when true, each child of the watcher's processes is
+    judged too, on memory only, and sent ``child_signal`` instead of a restart),
+    ``child_signal`` (``SIGTERM``, a name or a number), and those of
+    :class:`~circus_plugins.statsd.BaseObserver`.
 
     Sends the statsd counters ``_resource_watcher.<watcher>.over_cpu``, ``under_cpu``,
     ``over_memory``, ``under_memory``, ``over_health`` (once per bad check),
-    ``restarting`` (once per restart or child signal) and ``error`` (failed ``stats`` or
-    refused restart).
+    ``restarting`` (once per restart or child signal) and ``error`` (failed ``stats``,
+    refused restart or signal).
     """
 
     name = 'resource_watcher'
@@ -150,6 +153,7 @@ class ResourceWatcher(BaseObserver):
         #: Counts of bad checks in a row: ``{'watcher' or child pid: {kind: count}}``.
         self.counts: Dict[Union[str, int], Dict[str, int]] = {}
         self._known: Set[int] = set()  # the watcher's pids at the previous check
+        self._replaced: Set[int] = set()  # pids we restarted, maybe still stopping
         self._failing: Optional[str] = None  # the reason of the last failed stats
 
     def _read_options(self) -> None:
@@ -219,6 +223,10 @@ class ResourceWatcher(BaseObserver):
                     processes[int(info.get('pid', key))] = info
                 except (TypeError, ValueError):
                     continue
+        # circusd answers a restart at once; the old processes may take a while to go.
+        self._replaced &= set(processes)
+        for pid in self._replaced:
+            del processes[pid]
         # circusd's first CPU reading of a process is always 0.0: psutil needs two.
         known, self._known = self._known, set(processes)
         if processes:
@@ -227,7 +235,7 @@ class ResourceWatcher(BaseObserver):
                 sample.add(info, with_cpu=pid in known)
             broken = self._count(_WATCHER, self._breaches(sample))
             if broken is not None:
-                await self._restart(broken)
+                await self._restart(broken, set(processes))
                 return
         else:
             self.counts.pop(_WATCHER, None)  # stopped: nothing to judge
@@ -304,7 +312,7 @@ class ResourceWatcher(BaseObserver):
 
     # -- the actions -----------------------------------------------------------------------
 
-    async def _restart(self, broken: Tuple[int, str]) -> None:
+    async def _restart(self, broken: Tuple[int, str], pids: Set[int]) -> None:
         checks, seen = broken
         log.info('%s: %s at %d checks in a row: restarting the watcher',
                  self.watcher, seen, checks)
@@ -313,7 +321,6 @@ class ResourceWatcher(BaseObserver):
             reply = await self.call_async('restart', name=self.watcher,
                                           busy_retry=_BUSY_RETRY)
         except CallError as exc:
-            # circusd may still be stopping the processes (graceful_timeout).
             log.warning('%s: restart sent, but not confirmed: %s', self.watcher, exc)
         else:
             if reply.get('status') != 'ok':
@@ -324,6 +331,7 @@ class ResourceWatcher(BaseObserver):
             log.info('%s: restarted', self.watcher)
         self.counts.clear()
         self._known = set()
+        self._replaced = pids
 
     async def _signal_child(self, pid: int, child_pid: int,
                             broken: Tuple[int, str]) -> None:

@@ -170,9 +170,13 @@ def test_restart_after_more_than_max_count_bad_checks_in_a_row(scripted):
     assert rw.counted.names[2:] == ['over_cpu', 'restarting']
     assert rw.commands == [('restart', {'name': 'web'})]
     assert rw.counts == {}
+    rw.check(5)  # the old process, still stopping, is not judged again
+    assert len(rw.commands) == 1 and rw.counted.names[4:] == []
     rw.stats = {'12': process(12, cpu=99.0)}  # the new process
     rw.check(3)
     assert len(rw.commands) == 1  # counted from zero again, first reading skipped
+    rw.check()
+    assert len(rw.commands) == 2
 
 
 def test_a_good_check_resets_the_count(scripted):
