@@ -8,7 +8,9 @@ circus's form whenever it round-trips exactly and falls back to a JSON object ot
 """
 import configparser
 import json
+import re
 import shlex
+import signal
 import sys
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
@@ -49,6 +51,27 @@ def to_number(value: Any, option: str, *, minimum: Optional[float] = None,
     if maximum is not None and number > maximum:
         raise ConfigError('option %r: %r is above %s' % (option, value, maximum))
     return number
+
+
+def to_signum(value: Any, option: str = 'signal') -> int:
+    """Read a signal as circus does: a number, or a name with or without ``SIG``
+    (``SIGKILL``, ``kill``), optionally with an offset (``SIGRTMIN+1``).
+
+    Raises :class:`ConfigError` naming ``option`` if the signal does not exist here.
+    """
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        match = re.fullmatch(r'(?:SIG)?([A-Z0-9]+)(?:\+(\d+))?', text.upper())
+        base = match and signal.Signals.__members__.get('SIG' + match.group(1))
+        if base is None:
+            raise ConfigError('option %r: %r is not a signal' % (option, value)) from None
+        number = int(base) + int(match.group(2) or 0)
+    if number not in {int(s) for s in signal.valid_signals()}:
+        raise ConfigError('option %r: %r is not a signal' % (option, value))
+    return number
+
 
 
 def _circus_form(config: Mapping[str, str]) -> str:

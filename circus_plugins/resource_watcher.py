@@ -33,6 +33,7 @@ import logging
 import signal
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
+from .config import to_signum
 from .errors import CallError, ConfigError
 from .statsd import BaseObserver, human_to_bytes
 
@@ -65,24 +66,6 @@ class Limit:
     def describe(self, value: float) -> str:
         """``value`` with this limit's unit, for logs."""
         return '%g %%' % value if self.percent else '%d bytes' % value
-
-
-def to_signum(value: Any, option: str = 'signal') -> int:
-    """A signal number from a number (``15``) or a name (``TERM``, ``SIGTERM``, ``term``)."""
-    text = str(value).strip()
-    try:
-        number = int(text)
-    except ValueError:
-        name = text.upper()
-        if not name.startswith('SIG'):
-            name = 'SIG' + name
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            raise ConfigError('option %r: %r is not a signal' % (option, value)) from None
-    if number not in signal.valid_signals():
-        raise ConfigError('option %r: %r is not a signal' % (option, value))
-    return number
 
 
 class _Sample:

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Pattern, Set, Tuple
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from .config import to_signum
 from .errors import CallError, ConfigError
 from .plugin import CircusPlugin
 
@@ -60,26 +61,6 @@ _BURST = 256
 _COMPLAINT_INTERVAL = 60.0
 #: Unknown pids remembered, so that each one is reported once.
 _MAX_UNKNOWN = 1024
-
-
-def to_signum(value: Any, option: str = 'signal') -> int:
-    """Read a signal as circus does: a number, or a name with or without ``SIG``
-    (``SIGKILL``, ``kill``), optionally with an offset (``SIGRTMIN+1``).
-
-    Raises :class:`ConfigError` naming ``option`` if the signal does not exist here.
-    """
-    text = str(value).strip()
-    try:
-        number = int(text)
-    except ValueError:
-        match = re.fullmatch(r'(?:SIG)?([A-Z0-9]+)(?:\+(\d+))?', text.upper())
-        base = match and signal.Signals.__members__.get('SIG' + match.group(1))
-        if base is None:
-            raise ConfigError('option %r: %r is not a signal' % (option, value)) from None
-        number = int(base) + int(match.group(2) or 0)
-    if number not in {int(s) for s in signal.valid_signals()}:
-        raise ConfigError('option %r: %r is not a signal' % (option, value))
-    return number
 
 
 def signal_name(signum: int) -> str:

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from circus_plugins import ConfigError
-from circus_plugins.resource_watcher import Limit, ResourceWatcher, to_signum
+from circus_plugins.config import to_signum
+from circus_plugins.resource_watcher import Limit, ResourceWatcher
 from circus_plugins.testing import EventRecorder, wait_connected, wait_for
 from conftest import PLUGIN_ENV
 

@@ -11,7 +11,8 @@ import pytest
 
 from circus_plugins import ConfigError
 from circus_plugins.testing import EventRecorder, free_port, wait_connected, wait_for
-from circus_plugins.watchdog import WatchDog, _Complaints, to_signum
+from circus_plugins.config import to_signum
+from circus_plugins.watchdog import WatchDog, _Complaints
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 HEARTBEAT = os.path.join(TESTS_DIR, 'heartbeat.py')
