@@ -29,6 +29,8 @@ log = logging.getLogger('circus_plugins')
 
 #: Datagrams stay under this size (bytes) unless told otherwise: safe on any network.
 MAX_DATAGRAM = 512
+#: Bucket names whose prefixed form a client remembers.
+_MAX_HEADS = 10000
 #: Seconds before a failed name lookup is tried again.
 _RESOLVE_RETRY = 30.0
 
@@ -47,6 +49,7 @@ class _Metrics:
 
     prefix: Optional[str]
     sample_rate: float
+    _heads: Dict[str, str]
 
     def send(self, bucket: str, value: str, sample_rate: Optional[float] = None) -> None:
         """Send one metric: ``value`` is the part after the colon, like ``'1|c'``.
@@ -59,9 +62,12 @@ class _Metrics:
             if random.random() >= rate:
                 return
             value = '%s|@%s' % (value, rate)
-        if self.prefix:
-            bucket = '%s.%s' % (self.prefix, bucket)
-        self._emit('%s:%s' % (_clean(bucket), value))
+        head = self._heads.get(bucket)
+        if head is None:  # the prefixed, cleaned name: worked out once per bucket
+            head = _clean('%s.%s' % (self.prefix, bucket) if self.prefix else bucket) + ':'
+            if len(self._heads) < _MAX_HEADS:
+                self._heads[bucket] = head
+        self._emit(head + value)
 
     def increment(self, bucket: str, delta: int = 1,
                   sample_rate: Optional[float] = None) -> None:
@@ -110,6 +116,7 @@ class StatsdClient(_Metrics):
         self.prefix = prefix
         self.sample_rate = float(sample_rate)
         self.max_size = max_size
+        self._heads: Dict[str, str] = {}
         #: Datagrams that could not be sent, and lookups that failed.
         self.errors = 0
         #: Datagrams sent.
@@ -142,14 +149,14 @@ class StatsdClient(_Metrics):
         """
         batch, size = [], 0
         for line in lines:
-            data = line.encode('utf-8')
-            if batch and size + 1 + len(data) > self.max_size:
-                self._send_datagram(b'\n'.join(batch))
+            length = len(line) if line.isascii() else len(line.encode('utf-8'))
+            if batch and size + 1 + length > self.max_size:
+                self._send_datagram('\n'.join(batch).encode('utf-8'))
                 batch, size = [], 0
-            size += len(data) + (1 if batch else 0)
-            batch.append(data)
+            size += length + (1 if batch else 0)
+            batch.append(line)
         if batch:
-            self._send_datagram(b'\n'.join(batch))
+            self._send_datagram('\n'.join(batch).encode('utf-8'))
 
     def _send_datagram(self, data: bytes) -> None:
         address = self._address or self._lookup()
@@ -196,6 +203,7 @@ class Pipeline(_Metrics):
         self.client = client
         self.prefix = client.prefix
         self.sample_rate = client.sample_rate
+        self._heads = client._heads
         self.lines: List[str] = []
 
     def _emit(self, line: str) -> None:
