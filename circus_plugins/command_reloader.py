@@ -42,8 +42,6 @@ from .periodic import PeriodicPlugin
 
 log = logging.getLogger('circus_plugins')
 
-#: Seconds during which a restart refused by a busy circusd is tried again.
-_BUSY_RETRY = 30.0
 #: The watcher options the plugin reads to find a watcher's files.
 _KEYS = ['cmd', 'args', 'working_dir', 'env', 'executable']
 #: Programs whose first non-option argument is the script they run, with the letters of
@@ -297,11 +295,7 @@ class CommandReloader(PeriodicPlugin):
         return tuple(stamps)
 
     async def _restart(self, name: str, changed: str) -> None:
-        try:
-            reply = await self.call_async('restart', name=name, match='simple',
-                                          busy_retry=_BUSY_RETRY)
-        except CallError as exc:
-            reply = {'status': 'error', 'reason': str(exc)}
+        reply = await self.change_state('restart', name=name, match='simple')
         if reply.get('status') == 'ok':
             log.info('%s: %s changed: restarted', name, changed)
         else:

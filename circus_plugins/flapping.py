@@ -39,7 +39,7 @@ from .plugin import CircusPlugin
 log = logging.getLogger('circus_plugins')
 
 INFINITE_RETRY = -1
-#: Seconds during which a stop or start refused by a busy circusd is tried again.
+#: Seconds during which change_state asks a busy circusd again (its default).
 _BUSY_RETRY = 30.0
 #: Seconds an event caused by our own stop or start is awaited (a stop of a stopped
 #: watcher publishes none).
@@ -209,9 +209,7 @@ class Flapping(CircusPlugin):
         watch.acting = True
         watch.expect(command)
         try:
-            reply = await self.call_async(command, name=watcher, busy_retry=_BUSY_RETRY)
-        except CallError as exc:
-            reply = {'status': 'error', 'reason': str(exc)}
+            reply = await self.change_state(command, name=watcher)
         finally:
             watch.acting = False
         if reply.get('status') == 'ok':

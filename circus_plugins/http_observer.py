@@ -26,15 +26,13 @@ from urllib.parse import urlparse
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .errors import CallError, ConfigError
+from .errors import ConfigError
 from .statsd import BaseObserver
 
 log = logging.getLogger('circus_plugins')
 
 #: The code counted when no HTTP answer came at all (tornado's name for it).
 NO_ANSWER = 599
-#: Seconds during which a restart refused by a busy circusd is tried again.
-_BUSY_RETRY = 30.0
 
 
 class HttpObserver(BaseObserver):
@@ -108,10 +106,7 @@ class HttpObserver(BaseObserver):
             await self._restart(self.restart_on_error)
 
     async def _restart(self, watcher: str) -> None:
-        try:
-            reply = await self.call_async('restart', name=watcher, busy_retry=_BUSY_RETRY)
-        except CallError as exc:
-            reply = {'status': 'error', 'reason': str(exc)}
+        reply = await self.change_state('restart', name=watcher)
         if reply.get('status') == 'ok':
             log.info('%s: restarted, as %s failed', watcher, self.check_url)
             self.metrics.increment('http_stats.restart_on_error')

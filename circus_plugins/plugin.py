@@ -406,6 +406,21 @@ class CircusPlugin(metaclass=_PluginMeta):
         client = self.__require_client(command)
         return await client.call(command, props, self.call_timeout, busy_retry)
 
+    async def change_state(self, command: str, *, busy_retry: float = 30.0,
+                           **props: Any) -> Dict[str, Any]:
+        """Send a command that must happen (``stop``, ``start``, ``restart``, ``kill``,
+        ``signal``...) and return circusd's reply; for coroutines on :attr:`loop`.
+
+        While circusd is busy with another command it is asked again, for up to
+        ``busy_retry`` seconds. It never raises :class:`CallError`: no reply comes back
+        as ``{'status': 'error', 'reason': ...}``, so the caller checks ``status`` once
+        and logs what happened.
+        """
+        try:
+            return await self.call_async(command, busy_retry=busy_retry, **props)
+        except CallError as exc:
+            return {'status': 'error', 'reason': str(exc)}
+
     def cast(self, command: str, **props: Any) -> None:
         """Send ``command`` to circusd without waiting for a reply (thread-safe).
 

@@ -26,7 +26,7 @@ import logging
 import types
 from typing import Any, Dict, List, Optional
 
-from .errors import CallError, ConfigError, PluginLoadError
+from .errors import ConfigError, PluginLoadError
 from .statsd import BaseObserver
 
 log = logging.getLogger('circus_plugins')
@@ -40,8 +40,6 @@ OBSERVE = ('pubsub_channels', 'connected_slaves', 'lru_clock', 'connected_client
            'expired_keys', 'evicted_keys', 'client_longest_output_list',
            'uptime_in_seconds', 'keyspace_hits')
 
-#: Seconds during which a restart refused by a busy circusd is tried again.
-_BUSY_RETRY = 30.0
 
 
 def _import_redis(plugin: str) -> types.SimpleNamespace:
@@ -158,10 +156,7 @@ class RedisObserver(BaseObserver):
                      ', '.join(missing))
 
     async def _restart(self, watcher: str) -> None:
-        try:
-            reply = await self.call_async('restart', name=watcher, busy_retry=_BUSY_RETRY)
-        except CallError as exc:
-            reply = {'status': 'error', 'reason': str(exc)}
+        reply = await self.change_state('restart', name=watcher)
         if reply.get('status') == 'ok':
             log.info('%s: restarted, as Redis did not answer', watcher)
             self.metrics.increment('redis_stats.restart_on_error')

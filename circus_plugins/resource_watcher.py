@@ -323,12 +323,8 @@ class ResourceWatcher(BaseObserver):
         log.info('%s: child %d of process %d: %s at %d checks in a row: sending it %s',
                  self.watcher, child_pid, pid, seen, checks, signame)
         self.metrics.increment('_resource_watcher.%s.restarting' % self.watcher)
-        try:
-            reply = await self.call_async('signal', name=self.watcher, pid=pid,
-                                          childpid=child_pid, signum=self.child_signal,
-                                          busy_retry=_BUSY_RETRY)
-        except CallError as exc:
-            reply = {'status': 'error', 'reason': str(exc)}
+        reply = await self.change_state('signal', name=self.watcher, pid=pid,
+                                        childpid=child_pid, signum=self.child_signal)
         if reply.get('status') != 'ok':
             log.error('%s: could not signal child %d: %s', self.watcher, child_pid,
                       reply.get('reason'))

@@ -221,7 +221,8 @@ def test_a_touched_script_restarts_its_watcher_and_nothing_else(start_circusd, t
         assert circusd.pids('touched') == after
         for name in ('untouched', 'plugin:fake', 'plugin:reloader'):
             assert circusd.pids(name) == before[name], name
-    log = circusd.log()
+    log = wait_for(lambda: 'touched: %s changed: restarted' % scripts['touched'] in
+                   circusd.log() and circusd.log(), what='the restart to be logged')
     assert log.count('touched: %s changed: restarted' % scripts['touched']) == 1
     assert 'plugin:' not in ''.join(line for line in log.splitlines() if 'watching' in line)
 
@@ -279,7 +280,8 @@ def test_a_missing_program_is_logged_once_and_watched_again(start_circusd, tmp_p
     make_script(tmp_path / 'web.sh', SCRIPT + '# new release\n')
     touch_later(web)
     wait_for(lambda: circusd.pids('web') not in ([], first), timeout=8, what='a restart')
-    assert 'web: %s changed: restarted' % web in circusd.log()
+    wait_for(lambda: 'web: %s changed: restarted' % web in circusd.log(),
+             what='the restart to be logged')
 
 
 def test_runs_from_circus_plugin(start_circusd, tmp_path):
@@ -305,5 +307,6 @@ def test_runs_from_circus_plugin(start_circusd, tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert 'web: %s changed: restarted' % web in log()
+    wait_for(lambda: 'web: %s changed: restarted' % web in log(),
+             what='the restart to be logged')
     assert log().rstrip().endswith('Stopping')

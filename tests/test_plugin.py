@@ -157,6 +157,13 @@ def test_call_without_circusd_times_out():
         plugin.loop.add_callback(lambda: plugin.loop.asyncio_loop.create_task(
             from_loop()).add_done_callback(lambda t: outcome.put(t.result())))
         assert isinstance(outcome.get(timeout=3), CallError)
+
+        async def change():  # never raises: the failure is a reply
+            return await plugin.change_state('stop', name='web', busy_retry=0)
+        plugin.loop.add_callback(lambda: plugin.loop.asyncio_loop.create_task(
+            change()).add_done_callback(lambda t: outcome.put(t.result())))
+        reply = outcome.get(timeout=3)
+        assert reply['status'] == 'error' and "'stop'" in reply['reason']
     assert plugin.stops == 1
 
 
