@@ -1,6 +1,9 @@
 """The flapping plugin: its rules with a scripted circusd, and its effect on a real one."""
 import json
 import queue
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -200,3 +203,25 @@ def test_reaps_of_processes_circusd_killed_are_not_deaths():
         assert s.no_command(0.3)
         s.reaps('web', 2)  # real deaths still count
         assert s.next_command()[0] == 'stop'
+
+
+def test_flapping_from_circus_plugin(start_circusd):
+    circusd = start_circusd(watchers={'bad': {'cmd': 'false', 'autostart': 'false'},
+                                      'good': {'cmd': 'sleep 1000'}})
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
+         '--pubsub', circusd.pubsub_endpoint, '--check-delay', '1',
+         '--config', 'max_retry:0', 'circus_plugins.flapping.Flapping'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_connected(proc.pid, circusd.pubsub_endpoint)
+        with EventRecorder(circusd.pubsub_endpoint) as events:
+            events.sync(circusd, 'good')
+            circusd.call('start', name='bad')
+            wait_for(lambda: [a for a, _ in starts_and_stops(events, 'bad')] ==
+                     ['start', 'stop'], timeout=8, what='the plugin to stop bad')
+        assert circusd.status('bad') == 'stopped'
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()

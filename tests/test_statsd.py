@@ -4,8 +4,10 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -330,3 +332,19 @@ def test_sampled_counter_in_the_real_statsd_is_near_the_true_count(statsd_daemon
     assert counters['sampled.hits'] == 2 * lines  # ...each counting for two
     assert 1600 < counters['sampled.hits'] < 2400  # so the total is near the true 2000
     assert counters['statsd.bad_lines_seen'] == 0
+
+
+def test_emitter_from_circus_plugin(start_circusd, udp):
+    circusd = start_circusd(watchers={'blink': {'cmd': 'sleep 0.1'}})
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
+         '--pubsub', circusd.pubsub_endpoint, '--config',
+         'host:127.0.0.1:::port:%d:::application_name:cli' % udp.port,
+         'circus_plugins.statsd.StatsdEmitter'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        udp.wait_lines(lambda lines: 'circus.cli.watcher.blink.reap:1|c' in lines)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
