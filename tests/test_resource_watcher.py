@@ -1,10 +1,12 @@
 """The resource watcher: its options, its rules on scripted stats, and under a real circusd."""
 import asyncio
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -307,14 +309,16 @@ def test_busy_watcher_restarted_idle_one_left_alone(start_circusd, udp):
     burner_pids = wait_for(lambda: circusd.pids('burner'), what='the burner')
     with EventRecorder(circusd.pubsub_endpoint) as events:
         events.sync(circusd, 'nudge')
+        synced = time.time()  # the idle watcher's own start may still come in after this
         wait_for(lambda: circusd.pids('burner') not in ([], burner_pids), timeout=8,
                  interval=0.1, what='the burner to be restarted')
         prefix = 'circus.app.watcher._resource_watcher.'
         udp.wait_lines(lambda lines: lines.count(prefix + 'idle.under_cpu:1|c') >= 5,
                        timeout=8, what='five checks of the idle watcher')
         events.listen(0.5)
-        idle_events = [topic for topic, _ in events.events
-                       if topic.startswith(b'watcher.idle.')]
+        idle_events = [topic for topic, message in events.events
+                       if topic.startswith(b'watcher.idle.')
+                       and json.loads(message)['time'] >= synced]
     assert idle_events == [] and circusd.pids('idle') == idle_pids
     lines = udp.lines()
     assert lines.count(prefix + 'burner.over_cpu:1|c') >= 3
