@@ -45,6 +45,7 @@ def test_seed_logger_by_cli_keeps_every_event_on_sigterm(circusd, tmp_path):
         wait_connected(proc.pid, circusd.pubsub_endpoint)
         with EventRecorder(circusd.pubsub_endpoint) as events:
             events.sync(circusd, 'sleeper')
+            events.events.clear()  # see test_seed_logger_under_circusd_keeps_every_event
             circusd.call('incr', name='sleeper')
             events.wait(b'watcher.sleeper.spawn')
         proc.send_signal(signal.SIGTERM)
