@@ -61,8 +61,8 @@ def test_seed_logger_under_circusd_keeps_every_event(start_circusd, tmp_path):
     circusd.stop()
     text = log_file.read_text()
     assert events.events
-    for topic, message in events.events:
-        assert '%s::%s' % (topic, message) in text
+    missing = [event for event in events.events if '%s::%s' % event not in text]
+    assert not missing, (missing, text, circusd.log())
 
 
 def test_both_constructor_styles():
