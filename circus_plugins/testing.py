@@ -12,6 +12,7 @@ Nothing here is thread-safe: use each object from one thread.
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -101,7 +102,9 @@ class Circusd:
             self.process = subprocess.Popen(
                 [sys.executable, '-c', 'from circus.circusd import main; main()',
                  self.ini_path], stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.workdir, env=env)
+                cwd=self.workdir, env=env,
+                # A group of its own, so that stop() can end whatever circusd leaves.
+                start_new_session=True)
         wait_for(self._answers, timeout, interval=0.05, what='circusd to answer')
         return self
 
@@ -164,20 +167,24 @@ class Circusd:
             return ''
 
     def stop(self, timeout: float = 8.0) -> None:
-        """Ask circusd to quit (stopping its plugins) and wait; kill it if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            self._close()
-            return
-        try:
-            self.call('quit', timeout=2)
-        except TimeoutError:
-            pass
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Ask circusd to quit (stopping its plugins) and wait; kill it if it hangs, and
+        whatever it leaves behind."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.call('quit', timeout=2)
+            except TimeoutError:
+                pass
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self._close()
+        if self.process is not None:
+            try:  # processes a killed circusd could not stop would run on forever
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _close(self) -> None:
         if self._socket is not None:
