@@ -8,8 +8,11 @@ with a deadline instead of sleeping::
         circusd.call('incr', name='web')
         wait_for(lambda: len(circusd.call('list', name='web')['pids']) == 2)
 
+:class:`PluginProcess` runs a plugin against a circusd as ``circus-plugin`` would.
+
 Nothing here is thread-safe: use each object from one thread.
 """
+import itertools
 import json
 import os
 import signal
@@ -18,14 +21,15 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import zmq
 
 from ._client import is_busy
+from .config import encode_config
 
-__all__ = ['Circusd', 'EventRecorder', 'UdpReceiver', 'free_port', 'load_events',
-           'wait_connected', 'wait_for']
+__all__ = ['Circusd', 'EventRecorder', 'PluginProcess', 'UdpReceiver', 'free_port',
+           'load_events', 'wait_connected', 'wait_for']
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -49,6 +53,15 @@ def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float
         if time.monotonic() > deadline:
             raise TimeoutError('timed out after %s s waiting for %s' % (timeout, what))
         time.sleep(interval)
+
+
+def _read_text(path: str) -> str:
+    """The text of ``path`` so far, or '' if it cannot be read (yet)."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as text:
+            return text.read()
+    except OSError:
+        return ''
 
 
 def _section(name: str, options: Mapping[str, Any]) -> str:
@@ -160,11 +173,7 @@ class Circusd:
 
     def log(self) -> str:
         """circusd's own log so far."""
-        try:
-            with open(self.log_path, encoding='utf-8', errors='replace') as log:
-                return log.read()
-        except OSError:
-            return ''
+        return _read_text(self.log_path)
 
     def stop(self, timeout: float = 8.0) -> None:
         """Ask circusd to quit (stopping its plugins) and wait; kill it if it hangs, and
@@ -193,6 +202,94 @@ class Circusd:
         self._context.term()
 
     def __enter__(self) -> 'Circusd':
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class PluginProcess:
+    """A plugin run by ``python -m circus_plugins`` (what ``circus-plugin`` does) against a
+    circusd, for tests; its log (stderr) goes to a file, :meth:`log`::
+
+        with PluginProcess('mypackage.MyPlugin', circusd, config={'loop_rate': 1}) as plugin:
+            wait_for(lambda: 'Starting' in plugin.log())
+        assert plugin.returncode == 0
+
+    :param plugin: the plugin class, as ``module.Class``.
+    :param circusd: the :class:`Circusd` to run against; its endpoints and workdir are the
+        defaults of the next parameters.
+    :param config: the plugin's options, given as one ``--config`` (:func:`encode_config`).
+    :param args: more command-line arguments, before the plugin's name.
+    :param endpoint: circusd's command endpoint.
+    :param pubsub: circusd's event endpoint.
+    :param log_path: the log file (default: a new ``plugin-N.log`` in circusd's workdir).
+    :param env: extra environment variables.
+    """
+
+    def __init__(self, plugin: str, circusd: Optional[Circusd] = None, *,
+                 config: Optional[Mapping[str, Any]] = None, args: Sequence[str] = (),
+                 endpoint: Optional[str] = None, pubsub: Optional[str] = None,
+                 log_path: Optional[str] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        endpoint = endpoint or (circusd and circusd.endpoint)
+        pubsub = pubsub or (circusd and circusd.pubsub_endpoint)
+        if not (endpoint and pubsub):
+            raise ValueError('PluginProcess needs a circusd or both endpoints')
+        if log_path is None:
+            if circusd is None:
+                raise ValueError('PluginProcess needs a circusd or a log_path')
+            log_path = self._new_log(circusd.workdir)
+        self.log_path = str(log_path)
+        self.cmd = [sys.executable, '-m', 'circus_plugins', '--endpoint', endpoint,
+                    '--pubsub', pubsub]
+        if config:
+            self.cmd += ['--config', encode_config(config)]
+        self.cmd += list(args) + [plugin]
+        self._env = env or {}
+        self.process: Optional[subprocess.Popen] = None
+        #: The exit status, once :meth:`stop` has seen it.
+        self.returncode: Optional[int] = None
+
+    @staticmethod
+    def _new_log(workdir: str) -> str:
+        for n in itertools.count(1):
+            path = os.path.join(workdir, 'plugin-%d.log' % n)
+            try:
+                open(path, 'x').close()  # taken now, not by the next PluginProcess
+            except FileExistsError:
+                continue
+            return path
+
+    def start(self) -> 'PluginProcess':
+        """Start the plugin process (without waiting for anything)."""
+        with open(self.log_path, 'ab') as log:
+            self.process = subprocess.Popen(
+                self.cmd, stdout=subprocess.DEVNULL, stderr=log,
+                env=dict(os.environ, **self._env))
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        """The plugin's log so far."""
+        return _read_text(self.log_path)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """Send SIGTERM and return the exit status; kill the process if it has not exited
+        within ``timeout`` seconds (the status then says so). Later calls return it again."""
+        if self.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.returncode = self.process.wait()
+        return self.returncode
+
+    def __enter__(self) -> 'PluginProcess':
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

@@ -3,8 +3,6 @@ import json
 import logging
 import os
 import queue
-import signal
-import subprocess
 import sys
 import time
 
@@ -13,7 +11,7 @@ import pytest
 from circus_plugins import ConfigError
 from circus_plugins.command_reloader import (CommandReloader, UnresolvedCommand,
                                              command_files)
-from circus_plugins.testing import EventRecorder, wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, wait_for
 
 SCRIPT = '#!/bin/sh\nexec sleep 1000\n'
 PLUGIN = 'circus_plugins.command_reloader.CommandReloader'
@@ -288,25 +286,19 @@ def test_runs_from_circus_plugin(start_circusd, tmp_path):
     web = make_script(tmp_path / 'web.sh')
     circusd = start_circusd(watchers={'web': {'cmd': web}})
     log_path = tmp_path / 'plugin.log'
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
-         '--pubsub', circusd.pubsub_endpoint, '--config', 'loop_rate:0.2',
-         '--log-output', str(log_path), PLUGIN],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        def log():
-            return log_path.read_text() if log_path.exists() else ''
+
+    def log():  # what --log-output writes, not the stderr of plugin.log()
+        return log_path.read_text() if log_path.exists() else ''
+    with PluginProcess(PLUGIN, circusd, config={'loop_rate': '0.2'},
+                       args=['--log-output', str(log_path)]) as plugin:
         wait_for(lambda: 'web: watching %s' % web in log(), timeout=8,
                  what='the plugin to watch web')
         first = circusd.pids('web')
         touch_later(web)
         wait_for(lambda: circusd.pids('web') not in ([], first), timeout=8,
                  what='a restart')
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=8) == 0
-    finally:
-        proc.kill()
-        proc.wait()
+        plugin.stop(timeout=8)
+    assert plugin.returncode == 0
     wait_for(lambda: 'web: %s changed: restarted' % web in log(),
              what='the restart to be logged')
     assert log().rstrip().endswith('Stopping')

@@ -1,16 +1,13 @@
 """The flapping plugin: its rules with a scripted circusd, and its effect on a real one."""
 import json
 import queue
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from circus_plugins import ConfigError
 from circus_plugins.flapping import Flapping
-from circus_plugins.testing import EventRecorder, wait_connected, wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, wait_connected, wait_for
 
 
 class Scripted:
@@ -208,20 +205,13 @@ def test_reaps_of_processes_circusd_killed_are_not_deaths():
 def test_flapping_from_circus_plugin(start_circusd):
     circusd = start_circusd(watchers={'bad': {'cmd': 'false', 'autostart': 'false'},
                                       'good': {'cmd': 'sleep 1000'}})
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
-         '--pubsub', circusd.pubsub_endpoint, '--check-delay', '1',
-         '--config', 'max_retry:0', 'circus_plugins.flapping.Flapping'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_connected(proc.pid, circusd.pubsub_endpoint)
+    with PluginProcess('circus_plugins.flapping.Flapping', circusd,
+                       config={'max_retry': '0'}, args=['--check-delay', '1']) as plugin:
+        wait_connected(plugin.pid, circusd.pubsub_endpoint)
         with EventRecorder(circusd.pubsub_endpoint) as events:
             events.sync(circusd, 'good')
             circusd.call('start', name='bad')
             wait_for(lambda: [a for a, _ in starts_and_stops(events, 'bad')] ==
                      ['start', 'stop'], timeout=8, what='the plugin to stop bad')
         assert circusd.status('bad') == 'stopped'
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        proc.kill()
+    assert plugin.returncode == 0

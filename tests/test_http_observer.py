@@ -1,8 +1,5 @@
 """HttpObserver against a real HTTP server on 127.0.0.1, under circusd and circus-plugin."""
 import asyncio
-import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -12,7 +9,7 @@ from tornado.web import Application, RequestHandler
 
 from circus_plugins import ConfigError
 from circus_plugins.http_observer import HttpObserver
-from circus_plugins.testing import free_port, wait_for
+from circus_plugins.testing import PluginProcess, free_port, wait_for
 
 PREFIX = 'circus.http_observer.watcher.'
 
@@ -177,22 +174,16 @@ def test_runs_from_circus_plugin(start_circusd, udp):
     circusd = start_circusd(watchers={'web': {'cmd': 'sleep 1000'}})
     pids = wait_for(lambda: circusd.pids('web'), what='web to run')
     url = 'http://127.0.0.1:%d/' % free_port()  # a closed port: refused
-    config = ':::'.join('%s:%s' % item for item in {
-        'check_url': url, 'loop_rate': '0.2', 'timeout': '0.5', 'host': '127.0.0.1',
-        'port': udp.port, 'restart_on_error': 'web'}.items())
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
-         '--pubsub', circusd.pubsub_endpoint, '--config', config,
-         'circus_plugins.http_observer.HttpObserver'],
-        stderr=subprocess.PIPE, text=True)
-    try:
+    config = {'check_url': url, 'loop_rate': '0.2', 'timeout': '0.5', 'host': '127.0.0.1',
+              'port': udp.port, 'restart_on_error': 'web'}
+    with PluginProcess('circus_plugins.http_observer.HttpObserver', circusd,
+                       config=config) as plugin:
         wait_for(restarted(circusd, pids), timeout=8, what='web to be restarted')
         udp.wait_lines(lambda lines: PREFIX + 'http_stats.error.599:1|c' in lines
                        and PREFIX + 'http_stats.restart_on_error:1|c' in lines,
                        what='the error and restart counters')
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=8)
-    assert process.returncode == 0, stderr
+        plugin.stop(timeout=8)
+    stderr = plugin.log()
+    assert plugin.returncode == 0, stderr
     assert 'web: restarted, as %s failed' % url in stderr
     assert 'ConnectionRefusedError' in stderr

@@ -1,7 +1,6 @@
 """RedisObserver against a real redis-server on 127.0.0.1, under circusd and circus-plugin."""
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 from circus_plugins import ConfigError
 from circus_plugins.errors import PluginLoadError
 from circus_plugins.redis_observer import OBSERVE, RedisObserver
-from circus_plugins.testing import free_port, wait_for
+from circus_plugins.testing import PluginProcess, free_port, wait_for
 
 PREFIX = 'circus.redis_observer.watcher.'
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
@@ -194,23 +193,17 @@ def test_runs_from_circus_plugin(start_circusd, udp, redis_server):
     expected = expected_fields(redis_server)
     circusd = start_circusd(watchers={'cache': {'cmd': 'sleep 1000'}})
     pids = wait_for(lambda: circusd.pids('cache'), what='cache to run')
-    config = ':::'.join('%s:%s' % item for item in {
-        'redis_url': redis_server.url, 'loop_rate': '0.2', 'timeout': '0.5',
-        'host': '127.0.0.1', 'port': udp.port, 'restart_on_timeout': 'cache'}.items())
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
-         '--pubsub', circusd.pubsub_endpoint, '--config', config,
-         'circus_plugins.redis_observer.RedisObserver'],
-        stderr=subprocess.PIPE, text=True)
-    try:
+    config = {'redis_url': redis_server.url, 'loop_rate': '0.2', 'timeout': '0.5',
+              'host': '127.0.0.1', 'port': udp.port, 'restart_on_timeout': 'cache'}
+    with PluginProcess('circus_plugins.redis_observer.RedisObserver', circusd,
+                       config=config) as plugin:
         udp.wait_lines(lambda lines: expected <= set(gauged(lines)), timeout=8,
                        what='the INFO gauges')
         redis_server.stop()
         wait_for(lambda: circusd.pids('cache') and circusd.pids('cache') != pids,
                  timeout=8, what='cache to be restarted')
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=8)
-    assert process.returncode == 0, stderr
+        plugin.stop(timeout=8)
+    stderr = plugin.log()
+    assert plugin.returncode == 0, stderr
     assert 'cache: restarted, as Redis did not answer' in stderr
     assert 'Traceback' not in stderr

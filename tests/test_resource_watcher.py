@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -13,7 +12,7 @@ import pytest
 from circus_plugins import ConfigError
 from circus_plugins.config import to_signum
 from circus_plugins.resource_watcher import Limit, ResourceWatcher
-from circus_plugins.testing import EventRecorder, wait_connected, wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, wait_connected, wait_for
 from conftest import PLUGIN_ENV
 
 HOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'resource_hog.py')
@@ -346,29 +345,19 @@ def test_child_process_signalled_under_circusd(start_circusd, tmp_path):
     assert 'family: sent SIGUSR1 to child' in log and 'restarting the watcher' not in log
 
 
-def test_runs_from_circus_plugin(start_circusd, udp, tmp_path):
+def test_runs_from_circus_plugin(start_circusd, udp):
     circusd = start_circusd(watchers={'burner': {'cmd': BURNER}})
     before = wait_for(lambda: circusd.pids('burner'), what='the burner')
-    err_path = tmp_path / 'stderr.txt'
-    config = ('watcher:burner:::max_cpu:20:::loop_rate:0.3:::max_count:1:::'
-              'host:127.0.0.1:::port:%d' % udp.port)
-    with open(err_path, 'w') as err:
-        proc = subprocess.Popen(
-            [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
-             '--pubsub', circusd.pubsub_endpoint, '--config', config, USE],
-            stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ, **PLUGIN_ENV))
-    try:
+    config = {'watcher': 'burner', 'max_cpu': '20', 'loop_rate': '0.3', 'max_count': '1',
+              'host': '127.0.0.1', 'port': udp.port}
+    with PluginProcess(USE, circusd, config=config, env=PLUGIN_ENV) as plugin:
         wait_for(lambda: circusd.pids('burner') not in ([], before), timeout=8,
                  interval=0.1, what='the burner to be restarted')
         udp.wait_lines(lambda lines: 'circus.app.watcher._resource_watcher.burner.'
                        'restarting:1|c' in lines)
-        wait_for(lambda: 'burner: restarted' in err_path.read_text(),
+        wait_for(lambda: 'burner: restarted' in plugin.log(),
                  what='the restart in the log')
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        proc.kill()
-        proc.wait()
+    assert plugin.returncode == 0
 
 
 def test_unreachable_circusd_counts_errors(udp):

@@ -4,16 +4,15 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from circus_plugins import ConfigError
 from circus_plugins.statsd import FullStats, StatsdClient, StatsdEmitter, human_to_bytes
-from circus_plugins.testing import EventRecorder, free_port, wait_connected, wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, free_port, wait_connected, \
+    wait_for
 
 
 @pytest.fixture
@@ -336,15 +335,8 @@ def test_sampled_counter_in_the_real_statsd_is_near_the_true_count(statsd_daemon
 
 def test_emitter_from_circus_plugin(start_circusd, udp):
     circusd = start_circusd(watchers={'blink': {'cmd': 'sleep 0.1'}})
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
-         '--pubsub', circusd.pubsub_endpoint, '--config',
-         'host:127.0.0.1:::port:%d:::application_name:cli' % udp.port,
-         'circus_plugins.statsd.StatsdEmitter'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    config = {'host': '127.0.0.1', 'port': udp.port, 'application_name': 'cli'}
+    with PluginProcess('circus_plugins.statsd.StatsdEmitter', circusd,
+                       config=config) as plugin:
         udp.wait_lines(lambda lines: 'circus.cli.watcher.blink.reap:1|c' in lines)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        proc.kill()
+    assert plugin.returncode == 0

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from circus_plugins import ConfigError
-from circus_plugins.testing import EventRecorder, free_port, wait_connected, wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, free_port, wait_connected, \
+    wait_for
 from circus_plugins.config import to_signum
 from circus_plugins.watchdog import WatchDog, _Complaints
 
@@ -201,31 +202,19 @@ def test_runs_from_the_command_line(start_circusd, tmp_path):
         watchers={'beat': {'cmd': beat_cmd(port, tmp_path), 'numprocesses': 2}})
     first, other = wait_for(lambda: len(circusd.pids('beat')) == 2 and circusd.pids('beat'),
                             what='two beating processes')
-    log_path = os.path.join(str(tmp_path), 'cli.log')
-    with open(log_path, 'wb') as output:
-        cli = subprocess.Popen(
-            [sys.executable, '-m', 'circus_plugins', '--endpoint', circusd.endpoint,
-             '--pubsub', circusd.pubsub_endpoint,
-             '--config', 'port:%d:::loop_rate:0.3:::max_count:2' % port,
-             'circus_plugins.watchdog.WatchDog'],
-            stdout=output, stderr=subprocess.STDOUT)
-
-    def cli_log():
-        with open(log_path, encoding='utf-8', errors='replace') as text:
-            return text.read()
-    try:
+    with PluginProcess('circus_plugins.watchdog.WatchDog', circusd,
+                       config={'port': port, 'loop_rate': '0.3', 'max_count': '2'}) as cli:
         # The processes were there before the plugin: it finds them at start.
-        wait_for(lambda: 'watching 2 processes' in cli_log(), timeout=8,
+        wait_for(lambda: 'watching 2 processes' in cli.log(), timeout=8,
                  what='the plugin to find the processes')
         silence(tmp_path, first)
         pids = wait_for(lambda: replaced(circusd, 'beat', first, 2), timeout=8,
                         what='the silent process to be killed and replaced')
         assert other in pids
-    finally:
-        cli.send_signal(signal.SIGTERM)
-        assert cli.wait(8) == 0
-    assert 'beat: pid %d sent no heartbeat for' % first in cli_log()
-    assert 'Stopping' in cli_log()
+        cli.stop(timeout=8)
+    assert cli.returncode == 0
+    assert 'beat: pid %d sent no heartbeat for' % first in cli.log()
+    assert 'Stopping' in cli.log()
 
 
 def test_the_command_line_reports_a_port_in_use():
