@@ -42,17 +42,15 @@ import socket
 import time
 from typing import Any, Dict, List, Optional, Pattern, Set, Tuple
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import IOLoop
 
 from .config import to_signum
 from .errors import CallError, ConfigError
-from .plugin import CircusPlugin
+from .periodic import PeriodicPlugin
 
 log = logging.getLogger('circus_plugins')
 
 DEFAULT_MSG_REGEX = r'^(?P<pid>.*);(?P<timestamp>.*)$'
-#: Seconds during which a command refused by a busy circusd is tried again.
-_BUSY_RETRY = 30.0
 #: Largest heartbeat read, in bytes; longer datagrams are truncated (and rarely match).
 _MAX_DATAGRAM = 65535
 #: Datagrams read in one wake-up of the loop before other work gets a turn.
@@ -104,7 +102,7 @@ class _Complaints:
                     'soonest', self.plugin, kind, detail, more, self.interval)
 
 
-class WatchDog(CircusPlugin):
+class WatchDog(PeriodicPlugin):
     """Kills, with circusd's ``kill`` command, processes that stop sending heartbeats
     over UDP; circusd then replaces them.
 
@@ -117,6 +115,7 @@ class WatchDog(CircusPlugin):
     """
 
     name = 'watchdog'
+    default_loop_rate = 60.0
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
@@ -124,7 +123,6 @@ class WatchDog(CircusPlugin):
         if not self.ip:
             raise ConfigError("plugin %s: option 'ip': '' is not an address" % self.name)
         self.port = self.option('port', 1664, int, minimum=1, maximum=65535)
-        self.loop_rate = self.option('loop_rate', 60.0, float, minimum=0.001)
         self.max_count = self.option('max_count', 3, int, minimum=1)
         self.msg_regex = self._regex('msg_regex', DEFAULT_MSG_REGEX)
         if 'pid' not in self.msg_regex.groupindex:
@@ -148,8 +146,6 @@ class WatchDog(CircusPlugin):
         self.heartbeats = 0
         self.kills = 0
         self.sock: Optional[socket.socket] = None
-        self._period: Optional[PeriodicCallback] = None
-        self._checking = False
         self._discovered = False
         self._discovering = False
         self._gone: Set[int] = set()  # pids that ended while we were discovering
@@ -172,8 +168,7 @@ class WatchDog(CircusPlugin):
         log.info('plugin %s: listening for heartbeats on UDP %s:%d; a process silent '
                  'for %g s is killed', self.name, self.ip, self.port,
                  self.loop_rate * self.max_count)
-        self._period = PeriodicCallback(self._check, self.loop_rate * 1000)
-        self._period.start()
+        super().handle_init()  # look_after every loop_rate seconds
         self.loop.add_callback(self._discover)
 
     def _bind(self) -> socket.socket:
@@ -203,11 +198,10 @@ class WatchDog(CircusPlugin):
     def handle_stop(self):
         # Runs in the stopping thread while the loop still turns: let the loop close
         # what it uses.
+        super().handle_stop()
         self.loop.add_callback(self._close_udp)
 
     def _close_udp(self) -> None:
-        if self._period is not None:
-            self._period.stop()
         if self.sock is not None:
             self.loop.remove_handler(self.sock.fileno())
             self.sock.close()
@@ -336,25 +330,17 @@ class WatchDog(CircusPlugin):
 
     # -- the check -------------------------------------------------------------------------
 
-    async def _check(self) -> None:
+    async def look_after(self) -> None:
         """Every ``loop_rate`` seconds: kill the processes silent for too long."""
-        if self._checking:
-            return
-        self._checking = True
-        try:
-            if not self._discovered:
-                await self._discover()
-            limit = self.loop_rate * self.max_count
-            now = time.monotonic()
-            silent = [(pid, process) for pid, process in self.processes.items()
-                      if not process.killing and now - process.last_seen >= limit]
-            if silent:
-                await asyncio.gather(*(self._kill(pid, process, now - process.last_seen)
-                                       for pid, process in silent))
-        except Exception:
-            log.exception('plugin %s: the check failed', self.name)
-        finally:
-            self._checking = False
+        if not self._discovered:
+            await self._discover()
+        limit = self.loop_rate * self.max_count
+        now = time.monotonic()
+        silent = [(pid, process) for pid, process in self.processes.items()
+                  if not process.killing and now - process.last_seen >= limit]
+        if silent:
+            await asyncio.gather(*(self._kill(pid, process, now - process.last_seen)
+                                   for pid, process in silent))
 
     async def _kill(self, pid: int, process: _Process, silence: float) -> None:
         """Kill ``pid`` with circusd's ``kill`` command, once circusd confirms that it
@@ -373,7 +359,7 @@ class WatchDog(CircusPlugin):
                 props['signum'] = self.stop_signal
             if self.graceful_timeout is not None:
                 props['graceful_timeout'] = self.graceful_timeout
-            reply = await self.call_async('kill', busy_retry=_BUSY_RETRY, **props)
+            reply = await self.change_state('kill', **props)
         except CallError as exc:
             reply = {'status': 'error', 'reason': str(exc)}
         finally:
