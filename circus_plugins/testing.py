@@ -15,13 +15,14 @@ Nothing here is thread-safe: use each object from one thread.
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import zmq
 
@@ -32,8 +33,36 @@ __all__ = ['Circusd', 'EventRecorder', 'PluginProcess', 'UdpReceiver', 'free_por
            'load_events', 'wait_connected', 'wait_for']
 
 
+def _ephemeral_ports() -> Tuple[int, int]:
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as ports:
+            low, high = (int(n) for n in ports.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_given: Set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
+    """A port on 127.0.0.1 that nothing listens on right now, and not given before.
+
+    It is taken below the kernel's ephemeral range: a port from that range (what binding
+    port 0 gives) may be taken by any outgoing connection before the server binds it.
+    """
+    low, _ = _ephemeral_ports()
+    for _ in range(200):
+        port = random.randint(10000, max(10001, low - 1))
+        if port in _given:
+            continue
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
