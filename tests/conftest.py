@@ -62,3 +62,16 @@ def udp():
     from circus_plugins.testing import UdpReceiver
     with UdpReceiver() as receiver:
         yield receiver
+
+
+def unstarted(plugin):
+    """A plugin built only to look at: close the loop its constructor made."""
+    plugin.stop()
+    return plugin
+
+
+def observer_options(use, target_key, target, udp, **extra):
+    """A ``[plugin:...]`` section for an observer plugin that checks ``target`` every
+    0.2 s and sends its metrics to the ``udp`` receiver."""
+    return dict({'use': use, target_key: target, 'loop_rate': '0.2', 'host': '127.0.0.1',
+                 'port': udp.port}, **extra)

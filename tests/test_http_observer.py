@@ -10,6 +10,7 @@ from tornado.web import Application, RequestHandler
 from circus_plugins import ConfigError
 from circus_plugins.http_observer import HttpObserver
 from circus_plugins.testing import PluginProcess, free_port, wait_for
+from conftest import observer_options, unstarted
 
 PREFIX = 'circus.http_observer.watcher.'
 
@@ -80,16 +81,7 @@ def values(lines, name):
 
 
 def plugin_options(url, udp, **extra):
-    options = {'use': 'circus_plugins.http_observer.HttpObserver', 'check_url': url,
-               'loop_rate': '0.2', 'host': '127.0.0.1', 'port': udp.port}
-    options.update(extra)
-    return options
-
-
-def unstarted(plugin):
-    """Close what a plugin that will never run opened: its loop."""
-    plugin.stop()
-    return plugin
+    return observer_options('circus_plugins.http_observer.HttpObserver', 'check_url', url, udp, **extra)
 
 
 def test_options():

@@ -11,6 +11,7 @@ from circus_plugins import ConfigError
 from circus_plugins.errors import PluginLoadError
 from circus_plugins.redis_observer import OBSERVE, RedisObserver
 from circus_plugins.testing import PluginProcess, free_port, wait_for
+from conftest import observer_options, unstarted
 
 PREFIX = 'circus.redis_observer.watcher.'
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
@@ -73,16 +74,7 @@ def gauged(lines):
 
 
 def plugin_options(url, udp, **extra):
-    options = {'use': 'circus_plugins.redis_observer.RedisObserver', 'redis_url': url,
-               'loop_rate': '0.2', 'host': '127.0.0.1', 'port': udp.port}
-    options.update(extra)
-    return options
-
-
-def unstarted(plugin):
-    """Close what a plugin that will never run opened: its loop."""
-    plugin.stop()
-    return plugin
+    return observer_options('circus_plugins.redis_observer.RedisObserver', 'redis_url', url, udp, **extra)
 
 
 def test_options():
