@@ -22,6 +22,7 @@ def main() -> None:
         with open(os.path.join(directory, '%d.signal' % pid), 'a') as out:
             out.write('%d\n' % signum)
     signal.signal(signal.SIGUSR1, record)
+    signal.alarm(120)  # whatever happens to the test, this process ends by itself
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     while True:
         if not mute and not os.path.exists(silence):
@@ -29,7 +30,7 @@ def main() -> None:
                 sock.sendto(b'%d;%f' % (pid, time.time()), ('127.0.0.1', port))
             except OSError:
                 pass  # nobody listens yet
-        time.sleep(0.1)
+        time.sleep(0.1)  # the heartbeat's period: what the watchdog watches
 
 
 if __name__ == '__main__':
