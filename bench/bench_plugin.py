@@ -169,20 +169,24 @@ class Tally:
 
 # -- the three subscribers ------------------------------------------------------------------
 
+def counting_plugin(base, pubsub, tally, endpoint):
+    """An instance of a subclass of ``base`` (ours or circus's CircusPlugin) handing each
+    event to ``tally``. The command endpoint is unused: nothing listens, nothing is sent."""
+    class BenchPlugin(base):
+        name = 'bench'
+
+        def handle_recv(self, data):
+            tally.on_event(data)
+
+    return BenchPlugin(endpoint, pubsub, 1.0)
+
+
 class OursSubscriber:
     label = 'circus_plugins'
 
     def __init__(self, pubsub, tally, endpoint='tcp://127.0.0.1:1'):
         from circus_plugins import CircusPlugin
-
-        class BenchPlugin(CircusPlugin):
-            name = 'bench'
-
-            def handle_recv(self, data):
-                tally.on_event(data)
-
-        # The command endpoint is unused here: nothing listens on it, nothing is sent.
-        self.plugin = BenchPlugin(endpoint, pubsub, 1.0)
+        self.plugin = counting_plugin(CircusPlugin, pubsub, tally, endpoint)
 
     def start(self):
         self.plugin.start_background()
@@ -196,14 +200,7 @@ class CircusSubscriber:
 
     def __init__(self, pubsub, tally, endpoint='tcp://127.0.0.1:1'):
         from circus.plugins import CircusPlugin
-
-        class BenchPlugin(CircusPlugin):
-            name = 'bench'
-
-            def handle_recv(self, data):
-                tally.on_event(data)
-
-        self.plugin = BenchPlugin(endpoint, pubsub, 1.0)
+        self.plugin = counting_plugin(CircusPlugin, pubsub, tally, endpoint)
         self.thread = None
         self.error = None
 

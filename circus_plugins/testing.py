@@ -13,7 +13,6 @@ with a deadline instead of sleeping::
 Nothing here is thread-safe: use each object from one thread.
 """
 import itertools
-import json
 import os
 import random
 import signal
@@ -30,7 +29,7 @@ from ._client import is_busy
 from .config import encode_config
 
 __all__ = ['Circusd', 'EventRecorder', 'PluginProcess', 'UdpReceiver', 'free_port',
-           'load_events', 'wait_connected', 'wait_for']
+           'wait_connected', 'wait_for']
 
 
 def _ephemeral_ports() -> Tuple[int, int]:
@@ -385,11 +384,6 @@ class EventRecorder:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def load_events(events) -> List[Dict[str, Any]]:
-    """Decode recorded ``(topic, message)`` pairs into dicts with a ``topic`` key."""
-    return [dict(json.loads(message), topic=topic.decode()) for topic, message in events]
 
 
 def wait_connected(pid: int, endpoint: str, timeout: float = 5.0) -> None:
