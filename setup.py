@@ -9,7 +9,7 @@ setup(
     install_requires=['pyzmq', 'tornado', 'iowait'],
     extras_require={
         'redis': ['redis>=4.2'],
-        'test': ['pytest', 'circus==0.19.0', 'psutil', 'redis>=4.2'],
+        'test': ['pytest', 'hypothesis', 'circus==0.19.0', 'psutil', 'redis>=4.2'],
         'docs': ['sphinx'],
     },
     entry_points={'console_scripts': ['circus-plugin = circus_plugins.cli:main']},
