@@ -1,0 +1,189 @@
+"""Reading circusd's events without trusting them.
+
+circusd publishes each event as a topic, ``watcher.<name>.<action>``, and a JSON object.
+Whatever arrives on the event socket is read as untrusted input all the same: a frame may
+not be UTF-8, a body may not be JSON, a field may be missing, of the wrong type, huge,
+``NaN``. The bundled plugins therefore read events through this module rather than
+through :meth:`~circus_plugins.CircusPlugin.split_data` and
+:meth:`~circus_plugins.CircusPlugin.load_message`::
+
+    from circus_plugins.events import read_event, skip_event
+
+    def handle_recv(self, data):
+        event = read_event(self.name, data, fields=('reap',))
+        if event is None:
+            return                      # malformed: skipped, one warning logged
+        if event.action == 'reap':
+            pid = event.pid()
+            if pid is None:
+                skip_event(self.name, event, 'process_pid')
+                return
+
+:func:`parse_event` checks the topic (and, when asked, the body) and raises
+:exc:`MalformedEvent`; :func:`read_event` logs that in one warning line and returns
+``None``. The typed accessors of :class:`Event` (:meth:`~Event.pid`, :meth:`~Event.time`,
+:meth:`~Event.exit_code`) return ``None`` for a value that is missing or unusable.
+"""
+import json
+import logging
+import math
+import re
+import types
+from typing import Any, Container, Mapping, NamedTuple, Optional, Union
+
+from .errors import CircusPluginError
+
+log = logging.getLogger('circus_plugins')
+
+#: Longest topic accepted, in bytes (UTF-8): a watcher name is a short ``circus.ini`` name.
+MAX_TOPIC = 1024
+#: Longest body accepted, in bytes: circusd's bodies hold a few numbers. A cap keeps one
+#: event from holding the loop while it is parsed.
+MAX_BODY = 64 * 1024
+#: Largest process id: ``pid_t`` is a signed 32-bit integer.
+MAX_PID = 2 ** 31 - 1
+#: Latest time stamp accepted, in seconds since the epoch: the end of year 9999.
+MAX_TIME = 253402300799.0
+#: Characters of a bad value shown in a log line.
+SHOWN = 80
+
+_ACTION = re.compile(r'[A-Za-z0-9_-]{1,64}')
+_NO_FIELDS: Mapping[str, Any] = types.MappingProxyType({})
+
+
+class MalformedEvent(CircusPluginError, ValueError):
+    """An event that cannot be read; ``str()`` says why (without the whole payload)."""
+
+
+class Event(NamedTuple):
+    """One event, read: the watcher's name, the action (``spawn``, ``reap``...) and the
+    body's fields (a read-only mapping; empty when the body was not read)."""
+
+    watcher: str
+    action: str
+    fields: Mapping[str, Any] = _NO_FIELDS
+
+    def pid(self) -> Optional[int]:
+        """``process_pid``: an integer from 1 to :data:`MAX_PID`, else ``None``."""
+        return _integer(self.fields.get('process_pid'), 1, MAX_PID)
+
+    def time(self) -> Optional[float]:
+        """``time``, when circusd published the event, in seconds since the epoch: a
+        finite number from 0 to :data:`MAX_TIME`, else ``None``."""
+        value = self.fields.get('time')
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        # Compared before float(): an int too big for a float would raise OverflowError.
+        ok = 0 <= value <= MAX_TIME and math.isfinite(value)
+        return float(value) if ok else None
+
+    def exit_code(self) -> Optional[int]:
+        """``exit_code`` of a ``reap``: the exit status (0 to 255) or, negative, the
+        signal that ended the process; else ``None``."""
+        return _integer(self.fields.get('exit_code'), -255, 255)
+
+
+def _integer(value: Any, low: int, high: int) -> Optional[int]:
+    # JSON numbers only: True is an int to Python, and "12" or 12.0 are not what circusd
+    # sends, so they say the publisher is not the circusd we know.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if low <= value <= high else None
+
+
+def shorten(value: Any, limit: int = SHOWN) -> str:
+    """``repr(value)``, cut to about ``limit`` characters, for a log line."""
+    if isinstance(value, (bytes, str)) and len(value) > limit:
+        return '%r... (%d in all)' % (value[:limit], len(value))
+    text = repr(value)
+    return text if len(text) <= limit else '%s... (%d characters)' % (text[:limit],
+                                                                      len(text))
+
+
+def parse_event(data: Any, *, fields: Union[bool, Container[str]] = True) -> Event:
+    """Read ``data``, the ``(topic, message)`` pair given to ``handle_recv``.
+
+    :param fields: whether to read the body too: ``True``, ``False``, or the actions
+        whose body is read (a body that is not read is not checked).
+    :raises MalformedEvent: the topic is not ``watcher.<name>.<action>`` in UTF-8 of at
+        most :data:`MAX_TOPIC` bytes, with a printable name and an action of letters,
+        digits, ``_`` and ``-``; or a body to read is not a JSON object of at most
+        :data:`MAX_BODY` bytes in UTF-8.
+    """
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise MalformedEvent('not a (topic, message) pair but a %s' % type(data).__name__)
+    topic, body = data
+    watcher, action = _parse_topic(topic)
+    wanted = fields if isinstance(fields, bool) else action in fields
+    if not wanted:
+        return Event(watcher, action)
+    return Event(watcher, action, types.MappingProxyType(_parse_body(body)))
+
+
+def _parse_topic(topic: Any):
+    if isinstance(topic, str):  # circus's own plugins may be handed str frames
+        try:
+            raw = topic.encode('utf-8')
+        except UnicodeEncodeError:
+            raise MalformedEvent('topic %s is not valid Unicode' % shorten(topic)) from None
+    elif isinstance(topic, bytes):
+        raw = topic
+    else:
+        raise MalformedEvent('topic is a %s, not bytes' % type(topic).__name__)
+    if len(raw) > MAX_TOPIC:
+        raise MalformedEvent('topic %s is longer than %d bytes' % (shorten(raw), MAX_TOPIC))
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        raise MalformedEvent('topic %s is not UTF-8' % shorten(raw)) from None
+    prefix, _, rest = text.partition('.')
+    watcher, _, action = rest.rpartition('.')  # watcher names may contain dots
+    if prefix != 'watcher' or not watcher or not watcher.isprintable():
+        raise MalformedEvent('topic %s is not watcher.<name>.<action>' % shorten(text))
+    if not _ACTION.fullmatch(action):
+        raise MalformedEvent('topic %s has no valid action' % shorten(text))
+    return watcher, action
+
+
+def _parse_body(body: Any) -> dict:
+    if isinstance(body, str):
+        body = body.encode('utf-8', 'surrogatepass')
+    elif not isinstance(body, bytes):
+        raise MalformedEvent('message is a %s, not bytes' % type(body).__name__)
+    if len(body) > MAX_BODY:
+        raise MalformedEvent('message of %d bytes is longer than %d'
+                             % (len(body), MAX_BODY))
+    try:
+        # Decoded here: json.loads would guess UTF-16 or UTF-32 from the first bytes.
+        value = json.loads(body.decode('utf-8'))
+    except UnicodeDecodeError:
+        raise MalformedEvent('message %s is not UTF-8' % shorten(body)) from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or an integer of more digits than Python converts;
+        # RecursionError: arrays nested too deep.
+        raise MalformedEvent('message %s is not JSON (%s)'
+                             % (shorten(body), shorten(str(exc)))) from None
+    if not isinstance(value, dict):
+        raise MalformedEvent('message is a JSON %s, not an object: %s'
+                             % (type(value).__name__, shorten(body)))
+    return value
+
+
+def read_event(plugin: str, data: Any, *,
+               fields: Union[bool, Container[str]] = True) -> Optional[Event]:
+    """:func:`parse_event`, or ``None`` after one warning naming ``plugin`` and what
+    was wrong."""
+    try:
+        return parse_event(data, fields=fields)
+    except MalformedEvent as exc:
+        log.warning('plugin %s: skipped a malformed event: %s', plugin, exc)
+        return None
+
+
+def skip_event(plugin: str, event: Event, *keys: str) -> None:
+    """Log, in one warning, that ``plugin`` skips ``event`` because its fields ``keys``
+    are missing or unusable (their values are shown, shortened)."""
+    shown = ', '.join('%s=%s' % (key, shorten(event.fields[key]) if key in event.fields
+                                 else '(missing)') for key in keys)
+    log.warning('plugin %s: skipped %s event of watcher %s: unusable %s',
+                plugin, event.action, shorten(event.watcher), shown)
