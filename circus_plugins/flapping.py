@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional
 
 from .config import to_bool, to_number
 from .errors import CallError, ConfigError
+from .events import read_event, skip_event
 from .plugin import CircusPlugin
 
 log = logging.getLogger('circus_plugins')
@@ -46,6 +47,8 @@ _BUSY_RETRY = 30.0
 _EXPECT_FOR = _BUSY_RETRY + 10.0
 #: Seconds a kill is remembered while its reap is awaited.
 _KILL_MEMORY = 60.0
+#: Kills remembered per watcher at most: a decr publishes kills and no reaps.
+_MAX_KILLS = 4096
 
 # name: (kind, default, minimum)
 _OPTIONS = {
@@ -75,9 +78,16 @@ class _Watch:
         """Forget ``pid``'s kill and say whether there was one. circusd publishes a kill
         before every process it kills (stop, restart, decr...) and, except for decr, a
         reap after: those deaths are no flapping."""
-        for old in [p for p, when in self.killed.items() if now - when > _KILL_MEMORY]:
-            del self.killed[old]  # decr publishes no reap: do not keep its kills forever
+        self.forget_kills(now)
         return self.killed.pop(pid, None) is not None
+
+    def forget_kills(self, now: float) -> None:
+        """Drop kills older than _KILL_MEMORY and, past _MAX_KILLS, the oldest: decr
+        publishes no reap, so its kills would otherwise stay forever."""
+        for old in [p for p, when in self.killed.items() if now - when > _KILL_MEMORY]:
+            del self.killed[old]
+        for old in list(self.killed)[:len(self.killed) - _MAX_KILLS]:
+            del self.killed[old]  # in the order they came
 
     def expect(self, action: str) -> None:
         self.expected[action].append(time.monotonic() + _EXPECT_FOR)
@@ -104,25 +114,48 @@ class Flapping(CircusPlugin):
         self.watches: Dict[str, _Watch] = {}
 
     def handle_recv(self, data):
-        watcher, action, message = self.split_data(data)
-        watch = self.watches.setdefault(watcher, _Watch())
-        if action == 'kill':
-            watch.killed[self.load_message(message).get('process_pid')] = time.time()
-        elif action == 'reap':
-            info = self.load_message(message)
-            died = info.get('time') or time.time()
-            if watch.killed_on_purpose(info.get('process_pid'), died):
-                return
-            if not watch.acting and watch.retry is None:
-                watch.deaths.append(died)
-                self.loop.add_callback(self._check, watcher, watch)
-        elif action == 'updated':
+        event = read_event(self.name, data, fields=('kill', 'reap'))
+        if event is None:
+            return
+        watcher, action = event.watcher, event.action
+        if action in ('kill', 'reap'):
+            self._death(event)
+            return
+        watch = self.watches.get(watcher)
+        if watch is None:
+            return  # nothing counted yet: nothing to forget
+        if action == 'updated':
             watch.options = None  # read again at the next death
         elif action == 'remove':
             self._by_someone_else(watcher, watch, action)
             del self.watches[watcher]
         elif action in ('stop', 'start') and not watch.expected_event(action):
             self._by_someone_else(watcher, watch, action)
+
+    def _death(self, event) -> None:
+        """A kill (remembered: its reap is no flapping) or a reap (counted)."""
+        pid, now = event.pid(), time.time()
+        if event.action == 'kill':
+            if pid is None:
+                skip_event(self.name, event, 'process_pid')
+                return
+            watch = self.watches.setdefault(event.watcher, _Watch())
+            watch.killed[pid] = now
+            if len(watch.killed) > _MAX_KILLS:
+                watch.forget_kills(now)
+            return
+        # circusd always stamps a reap; a stamp from the future (another clock, or junk)
+        # counts as now, or it would hold the window open.
+        died = event.time() if 'time' in event.fields else now
+        if pid is None or died is None:
+            skip_event(self.name, event, 'process_pid', 'time')
+            return
+        watch = self.watches.setdefault(event.watcher, _Watch())
+        if watch.killed_on_purpose(pid, now):
+            return
+        if not watch.acting and watch.retry is None:
+            watch.deaths.append(min(died, now))
+            self.loop.add_callback(self._check, event.watcher, watch)
 
     def handle_stop(self):
         self.loop.add_callback(self._cancel_retries)
@@ -167,19 +200,28 @@ class Flapping(CircusPlugin):
         return options
 
     async def _check(self, watcher: str, watch: _Watch) -> None:
+        # Run by the loop, where an exception would reach tornado's handler, not ours.
+        try:
+            await self._judge(watcher, watch)
+        except Exception:
+            log.exception('plugin %s: %s: checking for flapping failed', self.name, watcher)
+
+    async def _judge(self, watcher: str, watch: _Watch) -> None:
         try:
             options = await self.options_for(watcher, watch)
         except CallError as exc:
             log.error('%s: cannot read its options: %s', watcher, exc)
             return
-        if not options['active'] or watch.acting or watch.retry is not None:
-            return
         # circusd notices deaths when it checks its processes, every check_delay
         # seconds, so deaths that close together can be up to check_delay further apart.
         span = options['window'] + self.check_delay
-        latest = watch.deaths[-1] if watch.deaths else time.time()
-        while watch.deaths and latest - watch.deaths[0] > span:
-            watch.deaths.popleft()
+        # Reaps may come out of order (stamps from circusd): keep those in the window
+        # that ends with the latest, whatever their order.
+        latest = max(watch.deaths, default=time.time())
+        recent = [died for died in watch.deaths if latest - died <= span]
+        watch.deaths = collections.deque(recent)
+        if not options['active'] or watch.acting or watch.retry is not None:
+            return
         if len(watch.deaths) == 1 and latest - watch.restarted > span:
             watch.tries = 0  # it had run a whole window without dying: stable again
         if len(watch.deaths) < options['attempts']:
@@ -201,8 +243,11 @@ class Flapping(CircusPlugin):
 
     async def _restart(self, watcher: str, watch: _Watch) -> None:
         watch.retry = None
-        if await self._command('start', watcher, watch):
-            watch.restarted = time.time()
+        try:  # a timer's callback: nothing may escape to the loop
+            if await self._command('start', watcher, watch):
+                watch.restarted = time.time()
+        except Exception:
+            log.exception('plugin %s: %s: the restart failed', self.name, watcher)
 
     async def _command(self, command: str, watcher: str, watch: _Watch) -> bool:
         """Send ``command`` for ``watcher`` until circusd takes it; log the outcome."""
