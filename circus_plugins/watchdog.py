@@ -46,6 +46,7 @@ from tornado.ioloop import IOLoop
 
 from .config import to_signum
 from .errors import CallError, ConfigError
+from .events import read_event, skip_event
 from .periodic import PeriodicPlugin
 
 log = logging.getLogger('circus_plugins')
@@ -55,7 +56,7 @@ DEFAULT_MSG_REGEX = r'^(?P<pid>.*);(?P<timestamp>.*)$'
 _MAX_DATAGRAM = 65535
 #: Datagrams read in one wake-up of the loop before other work gets a turn.
 _BURST = 256
-#: Seconds between two warnings about the same kind of bad datagram or event.
+#: Seconds between two warnings about the same kind of bad datagram.
 _COMPLAINT_INTERVAL = 60.0
 #: Unknown pids remembered, so that each one is reported once.
 _MAX_UNKNOWN = 1024
@@ -250,12 +251,18 @@ class WatchDog(PeriodicPlugin):
         except CallError as exc:
             log.error('plugin %s: cannot list the processes to watch (will try again in '
                       '%g s): %s', self.name, self.loop_rate, exc)
+        except Exception:  # run by the loop at start: it must not see an exception
+            log.exception('plugin %s: listing the processes to watch failed (will try '
+                          'again in %g s)', self.name, self.loop_rate)
         finally:
             self._discovering = False
             self._gone.clear()
 
     def handle_recv(self, data):
-        watcher, action, message = self.split_data(data)
+        event = read_event(self.name, data, fields=('spawn', 'reap', 'kill'))
+        if event is None:
+            return
+        watcher, action = event.watcher, event.action
         if action in ('stop', 'remove'):
             for pid, process in list(self.processes.items()):
                 if process.watcher == watcher:
@@ -263,11 +270,9 @@ class WatchDog(PeriodicPlugin):
             return
         if action not in ('spawn', 'reap', 'kill') or not self.watches(watcher):
             return
-        try:
-            pid = int(self.load_message(message)['process_pid'])
-        except (ValueError, TypeError, KeyError) as exc:
-            self._complain('an event', '%s.%s without a process pid: %r (%s)'
-                           % (watcher, action, message, exc))
+        pid = event.pid()
+        if pid is None:
+            skip_event(self.name, event, 'process_pid')
             return
         if action == 'spawn':
             self._add(pid, watcher, 'new')
