@@ -38,6 +38,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import CallError
+from .events import read_event, skip_event
 from .periodic import PeriodicPlugin
 
 log = logging.getLogger('circus_plugins')
@@ -202,15 +203,23 @@ class CommandReloader(PeriodicPlugin):
         self.watches: Dict[str, _Watch] = {}
 
     def handle_recv(self, data):
-        watcher, action, message = self.split_data(data)
-        watch = self.watches.get(watcher)
+        event = read_event(self.name, data, fields=('start', 'reload'))
+        if event is None:
+            return
+        watch = self.watches.get(event.watcher)
         if watch is None:
             return
-        if action == 'updated':
+        if event.action == 'updated':
             watch.updates += 1
-        elif action in ('start', 'reload'):
-            when = self.load_message(message).get('time') or time.time()
-            watch.started = max(watch.started, float(when))
+        elif event.action in ('start', 'reload'):
+            now = time.time()
+            when = event.time() if 'time' in event.fields else now
+            if when is None:
+                skip_event(self.name, event, 'time')
+                return
+            # No start is in the future: a stamp from there (junk, or a clock ahead of
+            # ours) would make every later change look restarted by circusd already.
+            watch.started = max(watch.started, min(when, now))
 
     async def look_after(self) -> None:
         """Look at every watcher once; restart those whose files changed."""
