@@ -22,6 +22,7 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
+from .events import read_event
 from .periodic import PeriodicPlugin
 from .plugin import CircusPlugin
 
@@ -263,8 +264,10 @@ class StatsdEmitter(CircusPlugin):
         self._batch.send()
 
     def handle_recv(self, data):
-        watcher, action, _ = self.split_data(data)
-        self.metrics.increment('%s.%s' % (watcher, action))
+        # Every event counts, whatever its body: only the topic is read (and checked).
+        event = read_event(self.name, data, fields=False)
+        if event is not None:
+            self.metrics.increment('%s.%s' % (event.watcher, event.action))
 
     def handle_stop(self):
         # Runs in the stopping thread once events have paused: hand the last batch to
@@ -310,9 +313,9 @@ class FullStats(BaseObserver):
         self._spawns: Dict[str, int] = {}
 
     def handle_recv(self, data):
-        watcher, action, _ = self.split_data(data)
-        if action == 'spawn':
-            self._spawns[watcher] = self._spawns.get(watcher, 0) + 1
+        event = read_event(self.name, data, fields=False)
+        if event is not None and event.action == 'spawn':
+            self._spawns[event.watcher] = self._spawns.get(event.watcher, 0) + 1
 
     async def look_after(self):
         try:
