@@ -7,7 +7,9 @@ circus's form whenever it round-trips exactly and falls back to a JSON object ot
 :func:`decode_config` reads both, and :func:`get_plugin_cmd` quotes every argument.
 """
 import configparser
+import ipaddress
 import json
+import math
 import re
 import shlex
 import signal
@@ -15,6 +17,9 @@ import sys
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 from ._loader import load_plugin_class
+# Redaction is part of reading options that hold secrets: offered here to every plugin.
+from ._redact import (add_secret, redact_error, redact_text, redact_url,  # noqa: F401
+                      url_secrets)
 from .errors import ConfigError
 
 #: circusd's defaults, used where a circus.ini or the command line leaves them out.
@@ -22,8 +27,21 @@ DEFAULT_ENDPOINT = 'tcp://127.0.0.1:5555'
 DEFAULT_PUBSUB = 'tcp://127.0.0.1:5556'
 DEFAULT_CHECK_DELAY = 5.0
 
+#: The longest duration, in seconds, that a duration option of the bundled plugins takes
+#: (a week): beyond it a timer or timeout is surely a mistake, and some (ZeroMQ's receive
+#: timeout, thread waits) cannot even be set.
+MAX_SECONDS = 7 * 24 * 3600
+#: The largest count (checks, attempts, retries) the bundled plugins take.
+MAX_COUNT = 1000000
+#: No number option may exceed this in size (2**53: beyond, floats lose whole units).
+LARGEST = 2 ** 53
+
 _TRUE = {'1', 'true', 'yes', 'on', 'y', 't'}
 _FALSE = {'0', 'false', 'no', 'off', 'n', 'f', ''}
+# ASCII digits only: int() and float() would also take '1_000', '\uff15', 'nan', 'inf'.
+_INTEGER = re.compile(r'[+-]?[0-9]+')
+_DECIMAL = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?')
+_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
 
 
 def to_bool(value: Any, option: str = 'value') -> bool:
@@ -40,16 +58,36 @@ def to_bool(value: Any, option: str = 'value') -> bool:
 
 def to_number(value: Any, option: str, *, minimum: Optional[float] = None,
               maximum: Optional[float] = None, integer: bool = False) -> float:
-    """Convert an option to ``float`` (or ``int``), refusing junk with a :class:`ConfigError`."""
-    try:
-        number = int(str(value).strip()) if integer else float(value)
-    except (TypeError, ValueError):
-        kind = 'an integer' if integer else 'a number'
-        raise ConfigError('option %r: %r is not %s' % (option, value, kind)) from None
+    """Convert an option to ``float`` (or ``int``), refusing junk with a :class:`ConfigError`.
+
+    Text is read as plain ASCII decimal (``12``, ``-0.5``, ``1e3``; an integer has no
+    fraction or exponent): ``nan``, ``inf``, ``1_000`` and other digits than 0-9 are
+    refused, and so is any number larger than :data:`LARGEST` in size, whatever
+    ``maximum`` says.
+    """
+    kind = 'an integer' if integer else 'a number'
+    if isinstance(value, bool):
+        raise ConfigError('option %r: %r is not %s' % (option, value, kind))
+    if isinstance(value, int) or (isinstance(value, float) and not integer):
+        number = value
+    else:
+        text = str(value).strip()
+        if not (_INTEGER if integer else _DECIMAL).fullmatch(text):
+            if not integer and text.lower().lstrip('+-') in ('nan', 'inf', 'infinity'):
+                kind = 'a finite number'
+            raise ConfigError('option %r: %r is not %s' % (option, value, kind))
+        try:
+            number = int(text) if integer else float(text)
+        except ValueError:  # more digits than Python converts
+            raise ConfigError('option %r: %r is out of range' % (option, value)) from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError('option %r: %r is not a finite number' % (option, value))
     if minimum is not None and number < minimum:
         raise ConfigError('option %r: %r is below %s' % (option, value, minimum))
     if maximum is not None and number > maximum:
         raise ConfigError('option %r: %r is above %s' % (option, value, maximum))
+    if abs(number) > LARGEST:
+        raise ConfigError('option %r: %r is out of range' % (option, value))
     return number
 
 
@@ -60,10 +98,10 @@ def to_signum(value: Any, option: str = 'signal') -> int:
     Raises :class:`ConfigError` naming ``option`` if the signal does not exist here.
     """
     text = str(value).strip()
-    try:
+    if re.fullmatch(r'[0-9]{1,4}', text):
         number = int(text)
-    except ValueError:
-        match = re.fullmatch(r'(?:SIG)?([A-Z0-9]+)(?:\+(\d+))?', text.upper())
+    else:
+        match = re.fullmatch(r'(?:SIG)?([A-Z0-9]+)(?:\+([0-9]{1,4}))?', text.upper())
         base = match and signal.Signals.__members__.get('SIG' + match.group(1))
         if base is None:
             raise ConfigError('option %r: %r is not a signal' % (option, value)) from None
@@ -72,6 +110,47 @@ def to_signum(value: Any, option: str = 'signal') -> int:
         raise ConfigError('option %r: %r is not a signal' % (option, value))
     return number
 
+
+def to_name(value: Any, option: str) -> str:
+    """Read a name (of a watcher, say): white space around it is dropped, and control
+    characters (a newline...) are refused. May return ``''``."""
+    text = str(value).strip()
+    if _CONTROL.search(text):
+        raise ConfigError('option %r: %r contains control characters' % (option, value))
+    return text
+
+
+_LABEL = re.compile(r'(?!-)[\w-]{1,63}(?<!-)')
+
+
+def to_host(value: Any, option: str, *, ipv6: bool = True) -> str:
+    """Read a host: an IP address, or a name made of dot-separated labels of letters,
+    digits, ``-`` and ``_`` (at most 253 characters), the last one not all digits.
+    Whether a name resolves is not checked. With ``ipv6`` false, an IPv6 address is
+    refused."""
+    text = str(value).strip()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        labels = text[:-1].split('.') if text.endswith('.') else text.split('.')
+        if (0 < len(text) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+                and not labels[-1].isdigit()):  # '999.1.1.1' is no name, nor address
+            return text
+        raise ConfigError('option %r: %r is not a host name or IP address'
+                          % (option, value)) from None
+    if address.version == 6 and not ipv6:
+        raise ConfigError('option %r: %r is an IPv6 address; this option takes an IPv4 '
+                          'address or a host name' % (option, value))
+    return text
+
+
+def abandon(plugin: Any) -> None:
+    """Release what a plugin's constructor has made so far (its loop, say), when the
+    constructor refuses an option and the plugin will never run. Never raises."""
+    try:
+        plugin.stop()
+    except Exception:  # the base constructor had not finished: nothing was made yet
+        pass
 
 
 def _circus_form(config: Mapping[str, str]) -> str:
@@ -105,17 +184,18 @@ def decode_config(text: Optional[str]) -> Dict[str, str]:
         try:
             config = json.loads(text)
         except ValueError as exc:
-            raise ConfigError('--config: %r is not a valid JSON object: %s'
-                              % (text, exc)) from None
+            raise ConfigError(redact_text('--config: %r is not a valid JSON object: %s'
+                                          % (text, exc))) from None
         if not isinstance(config, dict):
-            raise ConfigError('--config: %r is not a JSON object' % text)
+            raise ConfigError(redact_text('--config: %r is not a JSON object' % text))
         return {str(k): v if isinstance(v, str) else json.dumps(v)
                 for k, v in config.items()}
     config = {}
     for item in text.split(':::'):
         key, sep, value = item.partition(':')
         if not sep or not key.strip():
-            raise ConfigError('--config: item %r is not of the form key:value' % item)
+            raise ConfigError(redact_text('--config: item %r is not of the form key:value'
+                                          % item))
         config[key.strip()] = value.strip()
     return config
 
@@ -174,7 +254,7 @@ def read_ini_plugin(path: str, name: str) -> IniPlugin:
         with open(path, encoding='utf-8') as ini:
             parser.read_file(ini)
     except (OSError, configparser.Error) as exc:
-        raise ConfigError('--ini %r: %s' % (path, exc)) from None
+        raise ConfigError(redact_text('--ini %r: %s' % (path, exc))) from None
     section = 'plugin:%s' % name
     if not parser.has_section(section):
         raise ConfigError('--ini %r: no [%s] section' % (path, section))

@@ -32,7 +32,7 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
-from .config import to_bool, to_number
+from .config import MAX_COUNT, MAX_SECONDS, abandon, to_bool, to_number
 from .errors import CallError, ConfigError
 from .events import read_event, skip_event
 from .plugin import CircusPlugin
@@ -50,13 +50,13 @@ _KILL_MEMORY = 60.0
 #: Kills remembered per watcher at most: a decr publishes kills and no reaps.
 _MAX_KILLS = 4096
 
-# name: (kind, default, minimum)
+# name: (kind, default, minimum, maximum)
 _OPTIONS = {
-    'attempts': (int, 2, 1),
-    'window': (float, 1.0, 0),
-    'retry_in': (float, 7.0, 0),
-    'max_retry': (int, 5, -1),
-    'active': (bool, True, None),
+    'attempts': (int, 2, 1, MAX_COUNT),
+    'window': (float, 1.0, 0, MAX_SECONDS),
+    'retry_in': (float, 7.0, 0, MAX_SECONDS),
+    'max_retry': (int, 5, -1, MAX_COUNT),
+    'active': (bool, True, None, None),
 }
 
 
@@ -106,9 +106,14 @@ class Flapping(CircusPlugin):
     name = 'flapping'
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
-        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        self.defaults = {key: self.option(key, default, kind, minimum=minimum)
-                         for key, (kind, default, minimum) in _OPTIONS.items()}
+        try:
+            super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+            self.defaults = {key: self.option(key, default, kind, minimum=minimum,
+                                              maximum=maximum)
+                             for key, (kind, default, minimum, maximum) in _OPTIONS.items()}
+        except ConfigError:
+            abandon(self)  # this plugin will never run: close what the base class made
+            raise
         for key, value in self.defaults.items():
             setattr(self, key, value)
         self.watches: Dict[str, _Watch] = {}
@@ -187,11 +192,11 @@ class Flapping(CircusPlugin):
         for key, value in reply.get('options', {}).items():
             option = key[len(prefix):] if key.startswith(prefix) else None
             if option in _OPTIONS:
-                kind, _, minimum = _OPTIONS[option]
+                kind, _, minimum, maximum = _OPTIONS[option]
                 try:
                     options[option] = (to_bool(value, key) if kind is bool else
                                        to_number(value, key, minimum=minimum,
-                                                 integer=kind is int))
+                                                 maximum=maximum, integer=kind is int))
                 except ConfigError as exc:
                     log.error('%s: ignored: %s', watcher, exc)
         if not to_bool(reply.get('options', {}).get('check_flapping', True)):

@@ -26,6 +26,8 @@ import logging
 import types
 from typing import Any, Dict, List, Optional
 
+from .config import MAX_SECONDS, abandon, add_secret, redact_error, redact_url, to_name, \
+    url_secrets
 from .errors import ConfigError, PluginLoadError
 from .statsd import BaseObserver
 
@@ -76,19 +78,24 @@ class RedisObserver(BaseObserver):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         try:
             self._redis = _import_redis(self.name)
-            self.redis_url = self.option('redis_url', 'redis://localhost:6379/0')
+            self.redis_url = self.option('redis_url', 'redis://localhost:6379/0').strip()
+            add_secret(*url_secrets(self.redis_url))  # masked in every log line
             try:
                 self._redis.parse_url(self.redis_url)
             except (ValueError, TypeError) as exc:
-                raise ConfigError('plugin %s: option %r: %r is not a Redis URL: %s'
-                                  % (self.name, 'redis_url', self.redis_url, exc)) from None
-            self.timeout = self.option('timeout', 5.0, float, minimum=0.001)
+                raise ConfigError('plugin %s: option %r: %r is not a Redis URL: %s' % (
+                    self.name, 'redis_url', redact_url(self.redis_url),
+                    redact_error(exc, self.redis_url))) from None
+            self.timeout = self.option('timeout', 5.0, float, minimum=0.001,
+                                       maximum=MAX_SECONDS)
+            self.restart_on_timeout: Optional[str] = self._option(
+                to_name, 'restart_on_timeout', '') or None
         except Exception:
             self.statsd.stop()  # opened by StatsdEmitter, and this plugin will never run
-            self.loop.close()
+            abandon(self)
             raise
-        self.restart_on_timeout: Optional[str] = self.option('restart_on_timeout',
-                                                             '') or None
+        #: ``redis_url`` as logs show it: without its password or secret parameters.
+        self.shown_url = redact_url(self.redis_url)
         self.redis: Any = None
         self._reported_missing = False
 
@@ -117,7 +124,8 @@ class RedisObserver(BaseObserver):
                 self.timeout)
         except (concurrent.futures.TimeoutError, RuntimeError, OSError,
                 self._redis.exceptions.RedisError) as exc:
-            log.debug('plugin %s: closing the Redis client: %s', self.name, exc)
+            log.debug('plugin %s: closing the Redis client: %s', self.name,
+                      redact_error(exc, self.redis_url))
 
     async def look_after(self) -> None:
         """Send INFO's gauges once, or count the failure (a coroutine, on the loop)."""
@@ -130,8 +138,9 @@ class RedisObserver(BaseObserver):
         except (errors.RedisError, OSError, asyncio.TimeoutError) as exc:
             if self.redis is None:  # the plugin stopped meanwhile: not a failure
                 return
-            log.warning('plugin %s: INFO failed: %s: %s', self.name, type(exc).__name__,
-                        exc)
+            log.warning('plugin %s: INFO from %s failed: %s: %s', self.name,
+                        self.shown_url, type(exc).__name__,
+                        redact_error(exc, self.redis_url))
             self.metrics.increment('redis_stats.error')
             unreachable = (isinstance(exc, (errors.ConnectionError, errors.TimeoutError,
                                             OSError, asyncio.TimeoutError))

@@ -30,10 +30,11 @@ Example::
     max_count = 2
 """
 import logging
+import re
 import signal
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from .config import to_signum
+from .config import LARGEST, MAX_COUNT, abandon, to_name, to_signum
 from .errors import CallError, ConfigError
 from .statsd import BaseObserver, human_to_bytes
 
@@ -131,7 +132,7 @@ class ResourceWatcher(BaseObserver):
             self._read_options()
         except ConfigError:
             self.statsd.stop()
-            self.loop.close()
+            abandon(self)
             raise
         #: Counts of bad checks in a row: ``{'watcher' or child pid: {kind: count}}``.
         self.counts: Dict[Union[str, int], Dict[str, int]] = {}
@@ -140,8 +141,8 @@ class ResourceWatcher(BaseObserver):
         self._failing: Optional[str] = None  # the reason of the last failed stats
 
     def _read_options(self) -> None:
-        watcher = self.option('watcher', '').strip()
-        service = self.option('service', '').strip()
+        watcher = self._option(to_name, 'watcher', '')
+        service = self._option(to_name, 'service', '')
         if service:
             log.warning('plugin %s: option "service" is deprecated: use "watcher"',
                         self.name)
@@ -154,33 +155,33 @@ class ResourceWatcher(BaseObserver):
         self.max_mem = self._limit('max_mem', 90, sizes=True, zero_is_off=True)
         self.min_mem = self._limit('min_mem', None, sizes=True)
         self.health_threshold = self._limit('health_threshold', 75, zero_is_off=True)
-        self.max_count = self.option('max_count', 3, int, minimum=0)
+        self.max_count = self.option('max_count', 3, int, minimum=0, maximum=MAX_COUNT)
         self.process_children = self.option('process_children', False, bool)
-        try:
-            self.child_signal = to_signum(self.config.get('child_signal', 'SIGTERM'),
-                                          'child_signal')
-        except ConfigError as exc:
-            raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
+        self.child_signal = self._option(to_signum, 'child_signal', 'SIGTERM')
 
     def _limit(self, key: str, default: Optional[float], sizes: bool = False,
                zero_is_off: bool = False) -> Optional[Limit]:
-        """Read limit ``key``: ``None`` when switched off, else a :class:`Limit`."""
+        """Read limit ``key``: ``None`` when switched off, else a :class:`Limit`.
+
+        A memory limit (``sizes``) in percent is at most 100; in bytes, at most
+        :data:`~circus_plugins.config.LARGEST`.
+        """
         raw = self.config.get(key, default)
         if raw is None or str(raw).strip().lower() in _OFF:
             return None
         text = str(raw).strip()
-        try:
-            float(text)
-        except ValueError:
-            if not sizes:
-                self.option(key, default, float)  # raises the usual ConfigError
-            try:
-                limit = Limit(human_to_bytes(text), percent=False)
-            except ValueError:
-                raise ConfigError('plugin %s: option %r: %r is neither a percentage nor '
-                                  'a size like 250M' % (self.name, key, raw)) from None
+        if not sizes or re.fullmatch(r'[-+0-9.eE]+', text):  # a number: in percent
+            limit = Limit(self.option(key, default, float, minimum=0,
+                                      maximum=100 if sizes else None))
         else:
-            limit = Limit(self.option(key, default, float, minimum=0))
+            try:
+                size = human_to_bytes(text)
+            except (ValueError, OverflowError):  # OverflowError: more digits than a float
+                size = None
+            if size is None or size > LARGEST:
+                raise ConfigError('plugin %s: option %r: %r is neither a percentage nor '
+                                  'a size like 250M' % (self.name, key, raw))
+            limit = Limit(size, percent=False)
         if zero_is_off and limit.value == 0:
             return None
         return limit

@@ -22,6 +22,8 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
+from .config import abandon, to_host
+from .errors import ConfigError
 from .events import read_event
 from .periodic import PeriodicPlugin
 from .plugin import CircusPlugin
@@ -40,8 +42,10 @@ _RESERVED = re.compile(r'[:|@\s]')
 
 
 def _clean(bucket: str) -> str:
-    """statsd reads ``:``, ``|``, ``@`` and white space as separators: a bucket named
-    after the watcher ``plugin:flapping`` would become a bad line."""
+    """``bucket`` with each ``:``, ``|``, ``@`` and white space character replaced by
+    ``_``: statsd reads them as separators, so a bucket named after the watcher
+    ``plugin:flapping`` would otherwise become a bad line. circus 0.19 sends them as they
+    are."""
     return _RESERVED.sub('_', bucket)
 
 
@@ -104,6 +108,11 @@ class StatsdClient(_Metrics):
     :param prefix: prepended, with a dot, to every bucket.
     :param sample_rate: default rate, from 0 to 1, at which metrics are sent.
     :param max_size: largest datagram, in bytes, that :meth:`pipeline` sends.
+
+    Bucket names are cleaned: each ``:``, ``|``, ``@`` and white space character of the
+    prefixed name becomes ``_`` (``plugin:statsd.spawn`` is sent as
+    ``plugin_statsd.spawn``), since statsd would read them as separators and misparse the
+    line. circus 0.19's client sends names unchanged.
 
     Sending never raises: a failed lookup or send is counted in :attr:`errors` and logged
     once per kind of error. Not thread-safe: use it from one thread (the plugin's).
@@ -240,28 +249,74 @@ class StatsdEmitter(CircusPlugin):
     default_app_name = 'app'
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
-        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        self.app = self.option('application_name', self.default_app_name)
-        self.prefix = self.option('prefix', 'circus.%s.watcher' % self.app)
-        rate = self.option('sample_rate', 1.0, float, minimum=0, maximum=1)
-        self.statsd = StatsdClient(host=self.option('host', 'localhost'),
-                                   port=self.option('port', 8125, int, minimum=1, maximum=65535),
-                                   prefix=self.prefix, sample_rate=rate)
-        self._batch = self.statsd.pipeline()
+        try:
+            super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+            self.app = self._bucket_part('application_name', self.default_app_name)
+            self.prefix = self._bucket_part('prefix', 'circus.%s.watcher' % self.app,
+                                            empty=True)
+            rate = self.option('sample_rate', 1.0, float, minimum=0, maximum=1)
+            host = self._option(to_host, 'host', 'localhost', ipv6=False)
+            port = self.option('port', 8125, int, minimum=1, maximum=65535)
+        except ConfigError:
+            abandon(self)  # this plugin will never run: close what the base class made
+            raise
+        #: The client the built-in metrics go to. It may be replaced, even after the
+        #: plugin has started: each metric goes to the client in place when it is given
+        #: (see :attr:`metrics`).
+        self.statsd = StatsdClient(host=host, port=port, prefix=self.prefix,
+                                   sample_rate=rate)
+        self._batch: Optional[Pipeline] = None  # made for the client in place
         self._flush_scheduled = False
+
+    def _option(self, convert, key, default, **kwargs):
+        """Option ``key`` read with ``convert(value, key, **kwargs)``, its error naming
+        the plugin."""
+        try:
+            return convert(self.config.get(key, default), key, **kwargs)
+        except ConfigError as exc:
+            raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
+
+    def _bucket_part(self, key: str, default: str, empty: bool = False) -> str:
+        """A part of the metric names (``prefix``, ``application_name``): no control
+        characters, no empty part between dots; ``''`` only if ``empty``."""
+        value = self.option(key, default)
+        text = value.strip()
+        problem = None
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            problem = 'contains control characters'
+        elif not text and not empty:
+            problem = 'is empty'
+        elif text and '' in text.split('.'):
+            problem = 'has an empty part between dots'
+        if problem:
+            raise ConfigError('plugin %s: option %r: %r %s' % (self.name, key, value,
+                                                                problem))
+        return text
 
     @property
     def metrics(self) -> _Metrics:
-        """Where to put metrics from the plugin thread: a batch sent once the loop has
-        handled what is waiting (a burst of events, say)."""
+        """Where the plugin thread puts metrics: for the :class:`StatsdClient` in
+        :attr:`statsd` when it is read, a batch of that client, sent once the loop has
+        handled what is waiting (a burst of events, say). Any other object put in
+        :attr:`statsd` (a test's recorder, as circus 0.19's tests do) is returned itself:
+        its ``increment``, ``gauge`` and ``timed`` get the names without the prefix."""
+        client = self.statsd
+        if not isinstance(client, StatsdClient):
+            return client
+        batch = self._batch
+        if batch is None or batch.client is not client:
+            if batch is not None:  # the client was replaced: the old one gets its lines
+                batch.send()
+            batch = self._batch = client.pipeline()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.add_callback(self._flush)
-        return self._batch
+        return batch
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._batch.send()
+        if self._batch is not None:
+            self._batch.send()
 
     def handle_recv(self, data):
         # Every event counts, whatever its body: only the topic is read (and checked).
@@ -277,7 +332,9 @@ class StatsdEmitter(CircusPlugin):
 
     def _close_statsd(self):
         self._flush()
-        self.statsd.stop()
+        stop = getattr(self.statsd, 'stop', None)  # a stand-in may have none
+        if stop is not None:
+            stop()
 
 
 class BaseObserver(StatsdEmitter, PeriodicPlugin):

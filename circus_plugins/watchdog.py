@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Pattern, Set, Tuple
 
 from tornado.ioloop import IOLoop
 
-from .config import to_signum
+from .config import MAX_COUNT, MAX_SECONDS, abandon, to_host, to_signum
 from .errors import CallError, ConfigError
 from .events import read_event, skip_event
 from .periodic import PeriodicPlugin
@@ -119,28 +119,12 @@ class WatchDog(PeriodicPlugin):
     default_loop_rate = 60.0
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
-        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        self.ip = self.option('ip', '127.0.0.1').strip()
-        if not self.ip:
-            raise ConfigError("plugin %s: option 'ip': '' is not an address" % self.name)
-        self.port = self.option('port', 1664, int, minimum=1, maximum=65535)
-        self.max_count = self.option('max_count', 3, int, minimum=1)
-        self.msg_regex = self._regex('msg_regex', DEFAULT_MSG_REGEX)
-        if 'pid' not in self.msg_regex.groupindex:
-            raise ConfigError('plugin %s: option %r: %r has no (?P<pid>...) group'
-                              % (self.name, 'msg_regex', self.msg_regex.pattern))
-        self.watchers_regex = self._regex('watchers_regex', '.*')
-        self.stop_signal: Optional[int] = None
-        raw = str(self.config.get('watchers_stop_signal') or '').strip()
-        if raw:
-            try:
-                self.stop_signal = to_signum(raw, 'watchers_stop_signal')
-            except ConfigError as exc:
-                raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
-        self.graceful_timeout: Optional[float] = None
-        if str(self.config.get('watchers_graceful_timeout') or '').strip():
-            self.graceful_timeout = self.option('watchers_graceful_timeout', 0.0, float,
-                                                minimum=0)
+        try:
+            super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+            self._read_options()
+        except ConfigError:
+            abandon(self)  # this plugin will never run: close what the base class made
+            raise
         #: The watched processes: ``{pid: process}``. Belongs to the plugin thread.
         self.processes: Dict[int, _Process] = {}
         #: Heartbeats received, kills done: counters for tests and curious users.
@@ -153,11 +137,50 @@ class WatchDog(PeriodicPlugin):
         self._unknown: Set[int] = set()
         self._complain = _Complaints(self.name)
 
+    def _read_options(self) -> None:
+        self.ip = self._option(to_host, 'ip', '127.0.0.1')
+        self.port = self.option('port', 1664, int, minimum=1, maximum=65535)
+        self._resolve()
+        self.max_count = self.option('max_count', 3, int, minimum=1, maximum=MAX_COUNT)
+        self.msg_regex = self._regex('msg_regex', DEFAULT_MSG_REGEX)
+        if 'pid' not in self.msg_regex.groupindex:
+            raise ConfigError('plugin %s: option %r: %r has no (?P<pid>...) group'
+                              % (self.name, 'msg_regex', self.msg_regex.pattern))
+        self.watchers_regex = self._regex('watchers_regex', '.*')
+        self.stop_signal: Optional[int] = None
+        if str(self.config.get('watchers_stop_signal') or '').strip():
+            self.stop_signal = self._option(to_signum, 'watchers_stop_signal', '')
+        self.graceful_timeout: Optional[float] = None
+        if str(self.config.get('watchers_graceful_timeout') or '').strip():
+            self.graceful_timeout = self.option('watchers_graceful_timeout', 0.0, float,
+                                                minimum=0, maximum=MAX_SECONDS)
+
+    def _option(self, convert, key, default):
+        try:
+            return convert(self.config.get(key, default), key)
+        except ConfigError as exc:
+            raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
+
+    def _resolve(self) -> None:
+        """Refuse an ``ip`` that is a host name with no address (binding it, or not, is
+        for the start)."""
+        try:
+            ipaddress.ip_address(self.ip)
+            return
+        except ValueError:
+            pass
+        try:
+            socket.getaddrinfo(self.ip, self.port, 0, socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError('plugin %s: option %r: %r does not resolve to an address: %s'
+                              % (self.name, 'ip', self.ip, exc)) from None
+
     def _regex(self, key: str, default: str) -> Pattern:
         pattern = self.option(key, default)
         try:
             return re.compile(pattern)
-        except re.error as exc:
+        # OverflowError: a repeat count too large; RecursionError: nested too deep
+        except (re.error, OverflowError, RecursionError) as exc:
             raise ConfigError('plugin %s: option %r: %r is not a regular expression: %s'
                               % (self.name, key, pattern, exc)) from None
 
