@@ -71,7 +71,7 @@ class HttpObserver(BaseObserver):
         """``url`` if tornado can fetch it, else a :class:`ConfigError` that shows it
         redacted. Its secrets are masked in every log line from now on."""
         add_secret(*url_secrets(url))
-        url = url.strip()
+        given, url = url, url.strip()
         problem = None
         try:
             parts = urlsplit(url)
@@ -90,7 +90,7 @@ class HttpObserver(BaseObserver):
                 problem = 'is not a valid URL: %s' % redact_error(exc, url)
         if problem:
             raise ConfigError('plugin %s: option %r: %r %s' % (
-                self.name, 'check_url', redact_url(url), problem))
+                self.name, 'check_url', redact_url(given), problem))
         return url
 
     def handle_init(self):

@@ -23,8 +23,10 @@ Example::
 import asyncio
 import concurrent.futures
 import logging
+import re
 import types
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlsplit
 
 from .config import MAX_SECONDS, abandon, add_secret, redact_error, redact_url, to_name, \
     url_secrets
@@ -82,6 +84,7 @@ class RedisObserver(BaseObserver):
             add_secret(*url_secrets(self.redis_url))  # masked in every log line
             try:
                 self._redis.parse_url(self.redis_url)
+                self._check_url(self.redis_url)
             except (ValueError, TypeError) as exc:
                 raise ConfigError('plugin %s: option %r: %r is not a Redis URL: %s' % (
                     self.name, 'redis_url', redact_url(self.redis_url),
@@ -98,6 +101,18 @@ class RedisObserver(BaseObserver):
         self.shown_url = redact_url(self.redis_url)
         self.redis: Any = None
         self._reported_missing = False
+
+    @staticmethod
+    def _check_url(url: str) -> None:
+        """What redis-py lets through but gets wrong: a port of 0 (it connects to 6379)
+        and a database that is not one number (``/notadb`` is db 0, ``/0/1`` db 1)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ('redis', 'rediss'):
+            return
+        if parts.port == 0:
+            raise ValueError('port 0')
+        if not re.fullmatch(r'/?([0-9]+)?', parts.path):
+            raise ValueError('the database (the path) is not a number')
 
     def handle_init(self):
         # On the plugin thread, whose current loop is self.loop: the client belongs to it.

@@ -147,6 +147,10 @@ class ResourceWatcher(BaseObserver):
             log.warning('plugin %s: option "service" is deprecated: use "watcher"',
                         self.name)
         self.watcher = watcher or service
+        if not self.watcher and 'watcher' in self.config:
+            raise ConfigError('plugin %s: option %r: %r is empty: the name of the watcher '
+                              'to look after is required'
+                              % (self.name, 'watcher', self.config['watcher']))
         if not self.watcher:
             raise ConfigError('plugin %s: option %r is required: the name of the watcher '
                               'to look after' % (self.name, 'watcher'))
