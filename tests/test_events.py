@@ -1,0 +1,488 @@
+"""Untrusted events: the parser's properties, and every bundled plugin fuzzed with hostile
+events, then still acting on valid ones."""
+import functools
+import itertools
+import json
+import logging
+import math
+import os
+import queue
+import re
+import socket
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from circus_plugins.command_reloader import CommandReloader
+from circus_plugins.events import (MAX_BODY, MAX_PID, MAX_TIME, MAX_TOPIC, Event,
+                                   MalformedEvent, parse_event, read_event, skip_event)
+from circus_plugins.flapping import Flapping
+from circus_plugins.statsd import FullStats, StatsdEmitter
+from circus_plugins.testing import EventRecorder, free_port, wait_for
+from circus_plugins.watchdog import WatchDog
+
+NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2')  # zmq connects lazily: never used
+ACTIONS = ['spawn', 'reap', 'kill', 'start', 'stop', 'reload', 'updated', 'add', 'remove',
+           'hook_success', 'hook_failure']
+_FIELD_NAMES = ['process_pid', 'time', 'exit_code']
+_TOPIC_ACTION = re.compile(r'[A-Za-z0-9_-]{1,64}')
+
+# -- hostile input ----------------------------------------------------------------------------
+
+#: Numbers at and beyond every edge a field has, and then some.
+edge_numbers = st.sampled_from([0, -1, 1, MAX_PID, MAX_PID + 1, 2 ** 63, -2 ** 63, 10 ** 400,
+                                MAX_TIME, MAX_TIME * 2, 1e308, -0.0, 255, 256, -256,
+                                float('nan'), float('inf'), float('-inf')])
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), edge_numbers,
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8)
+#: What circusd's fields could be instead of what they should be.
+field_values = st.one_of(json_values, st.floats(0, time.time()), st.integers(1, MAX_PID))
+fields = st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=8), field_values,
+                         max_size=4)
+
+
+def dumps(value):
+    return json.dumps(value, allow_nan=True).encode()
+
+
+bodies = st.one_of(
+    fields.map(dumps),                                   # the right keys, any values
+    json_values.map(dumps),                              # any JSON at all
+    st.binary(max_size=40),                              # not JSON, not even UTF-8
+    st.sampled_from([b'', b'{', b'[' * 5000, b'1' * 5000, b'{"time": 1' + b'0' * 5000 + b'}',
+                     b'\xff\xfe{\x00}\x00', b' ' * (MAX_BODY + 1),
+                     b'{"time": "1700000000", "process_pid": "12"}']),
+    st.text(max_size=20),                                # a str, possibly with surrogates
+    st.none(), st.integers(), st.lists(st.binary(max_size=4), max_size=2))
+names = st.one_of(st.sampled_from(['web', 'plugin:flapping', 'a.b.c']), st.text(max_size=12))
+actions = st.one_of(st.sampled_from(ACTIONS), st.text(max_size=8))
+
+
+def topic_of(name, action):
+    return ('watcher.%s.%s' % (name, action)).encode('utf-8', 'surrogatepass')
+
+
+topics = st.one_of(
+    st.builds(topic_of, names, actions),
+    st.binary(max_size=40),
+    st.just(b'watcher.' + b'x' * MAX_TOPIC + b'.spawn'),
+    st.text(max_size=20).map(lambda text: 'watcher.%s.spawn' % text),  # a str topic
+    st.none(), st.integers())
+#: Anything at all as handle_recv's ``data``: mostly pairs, some not.
+frames = st.one_of(st.tuples(topics, bodies), st.lists(st.binary(max_size=8), max_size=3),
+                   st.none(), st.binary(max_size=8))
+
+
+AIMED = object()
+
+
+def hostile(acts=st.sampled_from(ACTIONS)):
+    """Junk, some of it aimed at a watcher (see :func:`aim`): a well-formed topic with
+    an action from ``acts``, and any body."""
+    return st.lists(st.tuples(st.just(AIMED), acts, bodies) | frames, max_size=25)
+
+
+def aim(junk, watcher):
+    """The frames of ``junk``, what is aimed going to ``watcher``."""
+    return [(topic_of(watcher, item[1]), item[2])
+            if isinstance(item, tuple) and item[0] is AIMED else item for item in junk]
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+@settings(max_examples=400, deadline=None)
+@given(frames)
+def test_parse_event_returns_a_sound_event_or_raises_malformed_event(data):
+    try:
+        event = parse_event(data)
+    except MalformedEvent as exc:
+        assert len(str(exc)) < 400  # shortened, whatever the payload's size
+        return
+    assert isinstance(event, Event)
+    assert event.watcher and event.watcher.isprintable()
+    assert _TOPIC_ACTION.fullmatch(event.action)
+    assert len(event.watcher.encode()) <= MAX_TOPIC
+    with pytest.raises(TypeError):
+        event.fields['new'] = 1  # read-only
+    for value in (event.pid(), event.exit_code()):
+        assert value is None or (type(value) is int)
+    assert event.time() is None or math.isfinite(event.time())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(blacklist_categories=('C', 'Z')) | st.sampled_from(' .'),
+               min_size=1, max_size=100),
+       st.from_regex(_TOPIC_ACTION, fullmatch=True),
+       st.dictionaries(st.text(max_size=8), json_values, max_size=4))
+def test_well_formed_events_read_back_whole(name, action, body):
+    event = parse_event((topic_of(name, action), dumps(body)))
+    assert (event.watcher, event.action) == (name, action)
+    assert json.dumps(dict(event.fields), allow_nan=True) == json.dumps(body, allow_nan=True)
+    assert parse_event(('watcher.%s.%s' % (name, action), dumps(body))) == event  # str topic
+
+
+@settings(max_examples=300, deadline=None)
+@given(field_values, field_values, field_values)
+def test_accessors_return_the_value_when_usable_else_none(pid, when, code):
+    event = Event('web', 'reap', {'process_pid': pid, 'time': when, 'exit_code': code})
+
+    def integer(value, low, high):
+        return type(value) is int and low <= value <= high
+    assert event.pid() == (pid if integer(pid, 1, MAX_PID) else None)
+    assert event.exit_code() == (code if integer(code, -255, 255) else None)
+    usable = type(when) in (int, float) and 0 <= when <= MAX_TIME and math.isfinite(when)
+    assert event.time() == (float(when) if usable else None)
+    assert Event('web', 'reap').pid() is None  # missing
+
+
+def test_malformed_examples_and_what_the_warning_says(caplog):
+    caplog.set_level(logging.DEBUG, logger='circus_plugins')
+    cases = {
+        (b'watcher.web', b'{}'): 'is not watcher.<name>.<action>',
+        (b'watcher..spawn', b'{}'): 'is not watcher.<name>.<action>',
+        (b'process.web.spawn', b'{}'): 'is not watcher.<name>.<action>',
+        (b'watcher.we\nb.spawn', b'{}'): 'is not watcher.<name>.<action>',
+        (b'watcher.web.sp awn', b'{}'): 'has no valid action',
+        (b'watcher.\xffweb.spawn', b'{}'): 'not UTF-8',
+        (b'watcher.web.reap', b'\xff{}'): 'not UTF-8',
+        (b'watcher.web.reap', b'[1, 2]'): 'JSON list, not an object',
+        (b'watcher.web.reap', b'1' * 5000): 'not JSON',
+        (b'watcher.web.reap', b'[' * 100000): 'longer than',
+        (b'watcher.web.reap', None): 'NoneType, not bytes',
+        (None, b'{}'): 'NoneType, not bytes',
+        (b'watcher.web.spawn', b'{}', b''): 'not a (topic, message) pair',
+    }
+    for data, reason in cases.items():
+        caplog.clear()
+        assert read_event('tester', data) is None
+        [record] = caplog.records
+        assert record.levelno == logging.WARNING and record.exc_info is None
+        assert 'plugin tester: skipped a malformed event' in record.getMessage()
+        assert reason in record.getMessage() and len(record.getMessage()) < 400
+    caplog.clear()
+    event = read_event('tester', (b'watcher.web.reap', b'{"process_pid": "%s"}' % (b'9' * 900)))
+    assert event.pid() is None and not caplog.records
+    skip_event('tester', event, 'process_pid', 'time')
+    [record] = caplog.records
+    assert record.getMessage().startswith(
+        "plugin tester: skipped reap event of watcher 'web': unusable process_pid='999")
+    assert record.getMessage().endswith('(900 in all), time=(missing)')
+
+
+def test_bodies_are_read_only_for_the_actions_asked():
+    junk = (b'watcher.web.spawn', b'not json')
+    assert parse_event(junk, fields=False) == Event('web', 'spawn')
+    assert parse_event(junk, fields=('reap',)) == Event('web', 'spawn')
+    with pytest.raises(MalformedEvent):
+        parse_event(junk, fields=('spawn',))
+
+
+# -- every bundled plugin, fuzzed ---------------------------------------------------------------
+
+class Harness:
+    """A started plugin whose commands go to ``script(harness, command, **props)`` (an
+    ``async`` function) instead of circusd, fed events on its own loop; it records what
+    escaped: exceptions out of handle_recv, the asyncio exception handler's calls, and
+    what was logged at warning level or above (by the plugin, tornado or asyncio)."""
+
+    def __init__(self, plugin, script=None):
+        self.plugin = plugin
+        self.commands = queue.Queue()
+        self.escaped = []
+        self.records = []
+        if script is not None:
+            plugin.call_async = functools.partial(script, self)
+        plugin.loop.asyncio_loop.set_exception_handler(
+            lambda loop, context: self.escaped.append(context))
+        self._handler = logging.Handler(logging.WARNING)
+        self._handler.emit = self.records.append
+        self._loggers = [logging.getLogger(name) for name in
+                         ('circus_plugins', 'tornado', 'asyncio')]
+
+    def __enter__(self):
+        for logger in self._loggers:
+            logger.addHandler(self._handler)
+        self.plugin.start_background()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.plugin.stop()
+        for logger in self._loggers:
+            logger.removeHandler(self._handler)
+
+    def on_loop(self, function, timeout=5.0):
+        """Run ``function()`` on the plugin's loop, after what is queued there, and
+        return its result."""
+        done = queue.Queue()
+        self.plugin.loop.add_callback(lambda: done.put(function()))
+        return done.get(timeout=timeout)
+
+    def feed(self, events):
+        """handle_recv each event on the loop; then let what they scheduled run (the
+        scripted commands never wait, so a few turns of the loop do)."""
+        def run():
+            for data in events:
+                try:
+                    self.plugin.handle_recv(data)
+                except Exception as exc:  # what the base class would log as a failure
+                    self.escaped.append(exc)
+        self.on_loop(run)
+        for _ in range(5):  # a coroutine's task, then tasks it gathers...
+            self.on_loop(lambda: None)
+
+    def check(self, fed):
+        """Nothing escaped; no error logged; at most one line logged per event fed."""
+        assert self.escaped == []
+        problems = [r for r in self.records if r.levelno >= logging.ERROR or r.exc_info
+                    or not r.name.startswith('circus_plugins')]
+        assert problems == [], [r.getMessage() for r in problems]
+        assert len(self.records) <= fed
+        self.records.clear()
+
+
+def fuzz(examples=40):
+    return settings(max_examples=examples, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+async def flapping_script(harness, command, **props):
+    """Flapping's circusd: no options of the watchers; other commands recorded."""
+    if command == 'options':
+        return {'status': 'ok', 'options': {}}
+    harness.commands.put((command, props['name']))
+    return {'status': 'ok'}
+
+
+def test_flapping_fuzzed_still_stops_a_flapping_watcher():
+    serial = itertools.count()
+    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='1', retry_in='0', max_retry='-1')
+    with Harness(plugin, flapping_script) as harness:
+        @fuzz(100)
+        @given(hostile())
+        def run(junk):
+            # A watcher of its own for each example, aimed at by the junk.
+            number = next(serial)
+            victim = 'web%d' % number
+            junk = aim(junk, victim)
+            harness.feed(junk)
+            harness.check(len(junk))
+
+            def idle():  # no stop, start or restart of ours under way
+                watch = plugin.watches.get(victim)
+                return watch is None or (watch.retry is None and not watch.acting)
+            wait_for(lambda: harness.on_loop(idle), what='flapping to be idle')
+            while not harness.commands.empty():
+                harness.commands.get()
+            base = 3000000 + 10 * number
+            harness.feed([(topic_of(victim, 'reap'),
+                           dumps({'process_pid': base + n, 'time': time.time(),
+                                  'exit_code': 1})) for n in range(2)])
+            assert harness.commands.get(timeout=3) == ('stop', victim)
+            harness.check(0)
+        run()
+
+
+@pytest.mark.parametrize('bad_time', ['1700000000', None, [], {}, float('nan'), 1e308, -5])
+def test_flapping_after_a_reap_with_a_bad_time(bad_time):
+    """The issue's case: one reap whose time is a string disabled the watcher."""
+    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='1', retry_in='60')
+    with Harness(plugin, flapping_script) as harness:
+        harness.feed([(b'watcher.web.reap', dumps({'process_pid': 7, 'time': bad_time}))])
+        [warning] = harness.records
+        assert 'plugin flapping: skipped reap event of watcher' in warning.getMessage()
+        harness.records.clear()
+        harness.feed([(b'watcher.web.reap', dumps({'process_pid': pid, 'time': time.time()}))
+                      for pid in (8, 9)])
+        assert harness.commands.get(timeout=3) == ('stop', 'web')
+        harness.check(0)
+
+
+def test_flapping_reaps_out_of_order_or_from_the_future_do_not_add_up():
+    def reap(watcher, pid, when):
+        return (topic_of(watcher, 'reap'), dumps({'process_pid': pid, 'time': when}))
+    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='0.1', retry_in='60')
+    with Harness(plugin, flapping_script) as harness:
+        # A stamp from long ago, after a death now: the two are a window apart.
+        harness.feed([reap('past', 1, time.time()), reap('past', 2, 1000.0)])
+        # A stamp from the future counts as now, and is out of the window later on.
+        harness.feed([reap('future', 3, 1e11)])
+        start = time.monotonic()
+        wait_for(lambda: time.monotonic() - start > 0.25, what='the window to pass')
+        harness.feed([reap('future', 4, time.time())])
+        with pytest.raises(queue.Empty):
+            harness.commands.get(timeout=0.3)
+        harness.feed([reap('future', pid, time.time()) for pid in (5, 6)])  # flapping
+        assert harness.commands.get(timeout=3) == ('stop', 'future')
+        harness.check(0)
+
+
+def test_an_exception_in_flappings_check_is_logged_by_the_plugin():
+    async def script(harness, command, **props):
+        if command == 'options' and not failed:
+            failed.append(command)
+            raise RuntimeError('options blew up')
+        return await flapping_script(harness, command, **props)
+    failed = []
+    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='1', retry_in='60')
+    with Harness(plugin, script) as harness:
+        harness.feed([(b'watcher.web.reap', dumps({'process_pid': 1}))])
+        [record] = harness.records
+        assert record.name == 'circus_plugins' and record.exc_info
+        assert 'plugin flapping: web: checking for flapping failed' in record.getMessage()
+        harness.records.clear()
+        harness.feed([(b'watcher.web.reap', dumps({'process_pid': pid})) for pid in (2, 3)])
+        assert harness.commands.get(timeout=3) == ('stop', 'web')
+        harness.check(0)
+
+
+def test_watchdog_fuzzed_keeps_its_processes_and_still_kills():
+    alive = set()
+
+    async def script(harness, command, **props):
+        if command == 'list':
+            if 'name' not in props:
+                return {'status': 'ok', 'watchers': ['web']}
+            return {'status': 'ok', 'pids': sorted(alive)}
+        harness.commands.put((command, props.get('pid')))
+        return {'status': 'ok'}
+    plugin = WatchDog(*NOWHERE, 0.0, port=str(free_port(socket.SOCK_DGRAM)),
+                      loop_rate='0.05', max_count='1')
+    pids = itertools.count(3000000)
+    with Harness(plugin, script) as harness:
+        @fuzz(30)
+        @given(hostile(st.sampled_from(['spawn', 'reap', 'kill', 'stop'])))
+        def run(junk):
+            junk = aim(junk, 'web')
+            harness.feed(junk)
+            harness.check(len(junk))
+
+            def sound():
+                return all(type(pid) is int and 0 < pid <= MAX_PID and
+                           isinstance(process.watcher, str)
+                           for pid, process in plugin.processes.items())
+            assert harness.on_loop(sound)
+            pid = next(pids)
+            alive.add(pid)
+            harness.feed([(b'watcher.web.spawn', dumps({'process_pid': pid, 'time': 1}))])
+            wait_for(lambda: ('kill', pid) in list(harness.commands.queue), timeout=3,
+                     what='pid %d to be killed' % pid)
+            alive.discard(pid)
+            harness.feed([(b'watcher.web.spawn', dumps({'process_pid': pid})),
+                          (b'watcher.web.reap', dumps({'process_pid': pid}))])
+            assert harness.on_loop(lambda: pid not in plugin.processes)
+            harness.check(0)
+        run()
+
+
+def touch_later(path, seconds=10):
+    info = os.stat(path)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + seconds * 10 ** 9))
+
+
+def test_command_reloader_fuzzed_still_restarts_on_a_change(tmp_path):
+    web = tmp_path / 'web.sh'
+    web.write_text('#!/bin/sh\nexec sleep 1000\n')
+    web.chmod(0o755)
+    looks = [0]
+
+    async def script(harness, command, **props):
+        if command == 'list':
+            looks[0] += 1
+            return {'status': 'ok', 'watchers': ['web']}
+        if command == 'get':
+            return {'status': 'ok', 'options': {'cmd': str(web)}}
+        if command == 'status':
+            return {'status': 'active'}
+        harness.commands.put((command, props['name']))
+        return {'status': 'ok'}
+    plugin = CommandReloader(*NOWHERE, 0.0, loop_rate='0.02')
+    with Harness(plugin, script) as harness:
+        wait_for(lambda: 'web' in plugin.watches and plugin.watches['web'].stamps,
+                 what='a first look')
+
+        @fuzz(30)
+        @given(hostile(st.sampled_from(['start', 'reload', 'updated', 'stop'])))
+        def run(junk):
+            junk = aim(junk, 'web')
+            harness.feed(junk)
+            harness.check(len(junk))
+            started = harness.on_loop(lambda: plugin.watches['web'].started)
+            assert type(started) is float and 0 <= started <= time.time()
+            touch_later(str(web))
+            assert harness.commands.get(timeout=3) == ('restart', 'web')
+            seen = looks[0]
+            wait_for(lambda: looks[0] > seen + 2, what='the look to end')
+            assert harness.commands.empty()
+            harness.check(0)
+        run()
+
+
+def test_statsd_emitter_fuzzed_still_counts(udp):
+    serial = itertools.count()
+    plugin = StatsdEmitter(*NOWHERE, 0.0, host='127.0.0.1', port=str(udp.port))
+    with Harness(plugin) as harness:
+        @fuzz()
+        @given(st.lists(frames, max_size=25))
+        def run(junk):
+            harness.feed(junk)
+            harness.check(len(junk))
+            name = 'zz-valid-%d' % next(serial)
+            harness.feed([(topic_of(name, 'spawn'), b'{}'), (topic_of(name, 'spawn'), b'')])
+            udp.wait_lines(lambda lines: lines.count(
+                'circus.app.watcher.%s.spawn:1|c' % name) == 2)
+            assert all(re.fullmatch(r'[^:|@\s]+:1\|c', line) for line in udp.lines())
+            harness.check(0)
+        run()
+
+
+def test_full_stats_fuzzed_still_counts_spawns(udp):
+    async def script(harness, command, **props):
+        return {'status': 'ok', 'infos': {'web': {'1': {'cpu': 1.0, 'mem': 2.0}}}}
+    plugin = FullStats(*NOWHERE, 0.0, host='127.0.0.1', port=str(udp.port),
+                       loop_rate='0.02')
+    with Harness(plugin, script) as harness:
+        @fuzz(30)
+        @given(hostile(st.just('spawn')))
+        def run(junk):
+            junk = aim(junk, 'web')
+            harness.feed(junk)
+            harness.check(len(junk))
+            before = harness.on_loop(lambda: plugin._spawns.get('web', 0))
+            harness.feed([(b'watcher.web.spawn', b'\xff'), (b'watcher.web.spawn', b'{}')])
+            count = harness.on_loop(lambda: plugin._spawns['web'])
+            assert count == before + 2
+            udp.wait_lines(lambda lines: 'circus.app.watcher._stats.web.spawn_count:%d|g'
+                           % count in lines)
+            harness.check(0)
+        run()
+
+
+# -- under a real circusd -----------------------------------------------------------------------
+
+def test_flapping_under_circusd_still_stops_a_watcher_after_junk(start_circusd):
+    circusd = start_circusd(watchers={'bad': {'cmd': 'false', 'autostart': 'false'},
+                                      'good': {'cmd': 'sleep 1000'}})
+    plugin = Flapping(circusd.endpoint, circusd.pubsub_endpoint, 1.0, attempts='2',
+                      window='1', retry_in='60', max_retry='0')
+    junk = [(b'watcher.bad.reap', dumps({'process_pid': 7, 'time': 'yesterday'})),
+            (b'watcher.bad.reap', dumps({'process_pid': 'x', 'time': time.time()})),
+            (b'watcher.bad.reap', dumps({'process_pid': [], 'time': float('nan')})),
+            (b'watcher.bad.kill', dumps({'process_pid': 10 ** 400})),
+            (b'watcher.bad.reap', b'\xff\xfe'), (b'watcher.\xff.reap', b'{}'),
+            (b'watcher.bad.reap', dumps({'time': 1e308, 'process_pid': 3})),
+            (b'watcher.bad.reap', dumps({'time': -1, 'process_pid': 4}))]
+    with Harness(plugin) as harness:
+        with EventRecorder(circusd.pubsub_endpoint) as events:
+            events.sync(circusd, 'good')
+            harness.feed(junk * 20)
+            harness.check(len(junk) * 20)
+            assert circusd.call('start', name='bad')['status'] == 'ok'
+            events.wait(b'watcher.bad.start')
+            events.wait(b'watcher.bad.stop', timeout=8)
+        assert circusd.status('bad') == 'stopped'
+        harness.check(0)
