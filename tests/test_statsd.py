@@ -1,5 +1,6 @@
 """The statsd client and plugins: wire format, batching, sampling, and under circusd."""
 import collections
+import logging
 import os
 import random
 import re
@@ -11,8 +12,8 @@ import pytest
 
 from circus_plugins import ConfigError
 from circus_plugins.statsd import FullStats, StatsdClient, StatsdEmitter, human_to_bytes
-from circus_plugins.testing import EventRecorder, PluginProcess, free_port, wait_connected, \
-    wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, UdpReceiver, free_port, \
+    wait_connected, wait_for
 
 
 @pytest.fixture
@@ -34,6 +35,18 @@ def test_wire_format(client, udp):
     assert udp.lines() == ['pre.hits:1|c', 'pre.hits:3|c', 'pre.hits:-2|c', 'pre.load:0.5|g',
                            'pre.took:12.5|ms', 'pre.users:bob|s', 'pre.raw:7|c']
     assert len(udp.datagrams) == 7 and client.sent == 7 and client.errors == 0
+
+
+def test_bucket_names_are_cleaned_of_statsd_separators(udp):
+    client = StatsdClient('127.0.0.1', udp.port, prefix='my app')
+    client.increment('plugin:statsd.spawn')
+    client.gauge('a|b@c d\te\nf', 1)
+    with client.pipeline() as pipe:
+        pipe.increment('plugin:flapping.reap')
+    client.stop()
+    udp.wait_lines(lambda lines: len(lines) == 3)
+    assert udp.lines() == ['my_app.plugin_statsd.spawn:1|c', 'my_app.a_b_c_d_e_f:1|g',
+                           'my_app.plugin_flapping.reap:1|c']
 
 
 def test_pipeline_packs_lines_into_datagrams_of_512_bytes(client, udp):
@@ -142,6 +155,80 @@ def test_full_stats_counts_errors(udp):
                       port=udp.port, loop_rate='0.1', call_timeout='0.2')
     with stats:
         udp.wait_lines(lambda lines: 'circus.app.watcher._stats.error:1|c' in lines)
+
+
+# -- a replaced client -----------------------------------------------------------------------
+
+class Recorder:
+    """A stand-in for the statsd client as circus 0.19's own tests make one: gauge() and
+    increment() of one name, and nothing else (no pipeline, no stop)."""
+
+    def __init__(self):
+        self.gauges = []
+        self.increments = collections.Counter()
+
+    def gauge(self, name, value):
+        self.gauges.append((name, value))
+
+    def increment(self, name):
+        self.increments[name] += 1
+
+
+def emit(plugin, *topics):
+    """Hand events to a running plugin's handle_recv, on its loop."""
+    def handle():
+        for topic in topics:
+            plugin.handle_recv((topic, b'{}'))
+    plugin.loop.add_callback(handle)
+
+
+def no_errors_logged(caplog):
+    return not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_replaced_client_gets_the_emitter_counts(udp, caplog):
+    emitter = StatsdEmitter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                            host='127.0.0.1', port=udp.port)
+    with UdpReceiver() as other:
+        emitter.statsd.stop()  # as circus's tests do before replacing it
+        emitter.statsd = StatsdClient('127.0.0.1', other.port, prefix='other')
+        with emitter:
+            emit(emitter, b'watcher.web.spawn', b'watcher.web.reap')
+            other.wait_lines(lambda lines: len(lines) == 2)
+            assert other.lines() == ['other.web.spawn:1|c', 'other.web.reap:1|c']
+            recorder = Recorder()
+            emitter.statsd = recorder  # and again while it runs
+            emit(emitter, b'watcher.web.kill', b'watcher.web.kill')
+            wait_for(lambda: recorder.increments == {'web.kill': 2},
+                     what='the recorder to count the kills')
+        # Stopped: everything has been sent, and none of it to the first client.
+        assert udp.receive(0) == [] and other.receive(0) == []
+    assert no_errors_logged(caplog), caplog.text  # the recorder has no stop(): fine
+
+
+def test_a_replaced_client_gets_the_full_stats_errors(udp):
+    stats = FullStats('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, host='127.0.0.1',
+                      port=udp.port, loop_rate='0.1', call_timeout='0.2')
+    with UdpReceiver() as other:
+        stats.statsd = StatsdClient('127.0.0.1', other.port, prefix='other')
+        with stats:
+            other.wait_lines(lambda lines: 'other._stats.error:1|c' in lines)
+        assert udp.receive(0) == []
+
+
+def test_full_stats_gauges_go_to_a_recorder_as_in_circus_tests(circusd, udp, caplog):
+    stats = FullStats(circusd.endpoint, circusd.pubsub_endpoint, 1.0, loop_rate='0.1',
+                      host='127.0.0.1', port=udp.port)
+    stats.statsd = recorder = Recorder()
+    wanted = {'_stats.sleeper.%s' % name for name in (
+        'cpu_max', 'cpu_sum', 'mem_pct_max', 'mem_pct_sum', 'mem_max', 'mem_sum',
+        'watchers_num')}
+    with stats:
+        wait_for(lambda: wanted <= {name for name, _ in recorder.gauges}, timeout=8,
+                 what='the stats gauges in the recorder')
+    assert ('_stats.sleeper.watchers_num', 1) in recorder.gauges
+    assert udp.receive(0) == []
+    assert no_errors_logged(caplog), caplog.text
 
 
 # -- against the real statsd daemon -----------------------------------------------------------
