@@ -15,6 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import unstarted
+
+from circus_plugins import command_reloader
 from circus_plugins.command_reloader import CommandReloader
 from circus_plugins.events import (MAX_BODY, MAX_PID, MAX_TIME, MAX_TOPIC, Event,
                                    MalformedEvent, parse_event, read_event, skip_event)
@@ -41,9 +44,11 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=8)
 #: What circusd's fields could be instead of what they should be.
-field_values = st.one_of(json_values, st.floats(0, time.time()), st.integers(1, MAX_PID))
+field_values = st.one_of(json_values, st.floats(0, MAX_TIME), st.integers(1, MAX_PID))
 fields = st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=8), field_values,
                          max_size=4)
+#: Bodies with circusd's keys, and values that are often usable but not always right.
+circusd_like = st.fixed_dictionaries({}, optional=dict.fromkeys(_FIELD_NAMES, field_values))
 
 
 def dumps(value):
@@ -84,7 +89,8 @@ AIMED = object()
 def hostile(acts=st.sampled_from(ACTIONS)):
     """Junk, some of it aimed at a watcher (see :func:`aim`): a well-formed topic with
     an action from ``acts``, and any body."""
-    return st.lists(st.tuples(st.just(AIMED), acts, bodies) | frames, max_size=25)
+    aimed = st.tuples(st.just(AIMED), acts, circusd_like.map(dumps) | bodies)
+    return st.lists(aimed | frames, max_size=25)
 
 
 def aim(junk, watcher):
@@ -150,8 +156,10 @@ def test_malformed_examples_and_what_the_warning_says(caplog):
         (b'watcher.web.sp awn', b'{}'): 'has no valid action',
         (b'watcher.\xffweb.spawn', b'{}'): 'not UTF-8',
         (b'watcher.web.reap', b'\xff{}'): 'not UTF-8',
+        (b'watcher.web.reap', b'\xff\xfe{\x00}\x00'): 'not UTF-8',  # UTF-16 to json
         (b'watcher.web.reap', b'[1, 2]'): 'JSON list, not an object',
         (b'watcher.web.reap', b'1' * 5000): 'not JSON',
+        (b'watcher.web.reap', b'[' * 5000): 'not JSON',  # too deep for Python
         (b'watcher.web.reap', b'[' * 100000): 'longer than',
         (b'watcher.web.reap', None): 'NoneType, not bytes',
         (None, b'{}'): 'NoneType, not bytes',
@@ -180,6 +188,58 @@ def test_bodies_are_read_only_for_the_actions_asked():
     assert parse_event(junk, fields=('reap',)) == Event('web', 'spawn')
     with pytest.raises(MalformedEvent):
         parse_event(junk, fields=('spawn',))
+
+
+# -- every bundled plugin ---------------------------------------------------------------------
+
+def _reloader():
+    plugin = CommandReloader(*NOWHERE, 0.0)
+    plugin.watches['web'] = command_reloader._Watch()  # as if seen at a look
+    return plugin
+
+
+_NOT_AN_EVENT = [(b'watcher.web', b'{}'), (b'watcher.\xff.spawn', b'{}'), (None, None),
+                 [b'watcher.web.spawn']]
+
+
+@pytest.mark.parametrize('make, unusable', [
+    (lambda: Flapping(*NOWHERE, 0.0), [
+        (b'watcher.web.kill', b'{"process_pid": "12"}'),
+        (b'watcher.web.reap', b'{"process_pid": 12, "time": "now"}'),
+        (b'watcher.web.reap', b'{"time": 1700000000}'),
+        (b'watcher.web.reap', b'{"process_pid": 12, "time": NaN}'),
+        (b'watcher.web.reap', b'[12]')]),
+    (lambda: WatchDog(*NOWHERE, 0.0), [
+        (b'watcher.web.spawn', b'{"process_pid": 0}'),
+        (b'watcher.web.reap', b'{"process_pid": 2147483648}'),
+        (b'watcher.web.kill', b'{"process_pid": true}'),
+        (b'watcher.web.spawn', b'\xff')]),
+    (_reloader, [
+        (b'watcher.web.start', b'{"time": "1700000000"}'),
+        (b'watcher.web.reload', b'{"time": -1}'),
+        (b'watcher.web.start', b'{"time": 1e999}'),
+        (b'watcher.web.start', b'{"time": 1.0')]),
+    (lambda: StatsdEmitter(*NOWHERE, 0.0), []),
+    (lambda: FullStats(*NOWHERE, 0.0), []),
+], ids=['flapping', 'watchdog', 'command_reloader', 'statsd', 'full_stats'])
+def test_each_unusable_event_is_skipped_with_one_warning(make, unusable, caplog):
+    """Including those whose topic or body is unusable to every plugin."""
+    caplog.set_level(logging.DEBUG, logger='circus_plugins')
+    plugin = unstarted(make())
+    for data in unusable + _NOT_AN_EVENT:
+        caplog.clear()
+        plugin.handle_recv(data)
+        [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert record.levelno == logging.WARNING and not record.exc_info, data
+        assert record.getMessage().startswith('plugin %s: skipped ' % plugin.name)
+
+
+def test_command_reloader_takes_a_start_from_the_future_as_now():
+    plugin = unstarted(_reloader())
+    before = time.time()
+    plugin.handle_recv((b'watcher.web.start', dumps({'time': MAX_TIME})))
+    # else every change until the year 9999 would look restarted by circusd already
+    assert before <= plugin.watches['web'].started <= time.time()
 
 
 # -- every bundled plugin, fuzzed ---------------------------------------------------------------
@@ -479,10 +539,11 @@ def test_flapping_under_circusd_still_stops_a_watcher_after_junk(start_circusd):
     with Harness(plugin) as harness:
         with EventRecorder(circusd.pubsub_endpoint) as events:
             events.sync(circusd, 'good')
-            harness.feed(junk * 20)
-            harness.check(len(junk) * 20)
+            harness.feed(junk * 10)
             assert circusd.call('start', name='bad')['status'] == 'ok'
-            events.wait(b'watcher.bad.start')
+            # Between two deaths, when the junk is not wiped by the start (the issue's case)
+            events.wait(b'watcher.bad.reap')
+            harness.feed(junk * 10)
             events.wait(b'watcher.bad.stop', timeout=8)
         assert circusd.status('bad') == 'stopped'
-        harness.check(0)
+        harness.check(len(junk) * 20)
