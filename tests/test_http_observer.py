@@ -1,5 +1,8 @@
 """HttpObserver against a real HTTP server on 127.0.0.1, under circusd and circus-plugin."""
 import asyncio
+import logging
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -7,9 +10,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from circus_plugins import ConfigError
+from circus_plugins import ConfigError, encode_config
 from circus_plugins.http_observer import HttpObserver
-from circus_plugins.testing import PluginProcess, free_port, wait_for
+from circus_plugins.statsd import StatsdClient
+from circus_plugins.testing import PluginProcess, UdpReceiver, free_port, wait_for
 from conftest import observer_options, unstarted
 
 PREFIX = 'circus.http_observer.watcher.'
@@ -179,3 +183,98 @@ def test_runs_from_circus_plugin(start_circusd, udp):
     assert plugin.returncode == 0, stderr
     assert 'web: restarted, as %s failed' % url in stderr
     assert 'ConnectionRefusedError' in stderr
+
+
+def test_a_replaced_client_gets_the_metrics(udp, server):
+    plugin = HttpObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                          check_url=server.url, loop_rate='0.1', host='127.0.0.1',
+                          port=udp.port)
+    with UdpReceiver() as other:
+        plugin.statsd = StatsdClient('127.0.0.1', other.port, prefix='other')
+        with plugin:
+            other.wait_lines(lambda lines: any(line.startswith(
+                'other.http_stats.request_time:') for line in lines), what='a request time')
+            server.mode = '500'
+            other.wait_lines(lambda lines: 'other.http_stats.error.500:1|c' in lines,
+                             what='an error count')
+        assert udp.receive(0) == []  # stopped: all was sent, none of it here
+
+
+# -- credentials are never shown -------------------------------------------------------------
+
+# Percent-encoded, as a URL needs it (a raw "/" would end the host part).
+PASSWORD = 'pA55-w0rd%2Fnever+shown'
+TOKEN = 'T0ken-never-shown'
+
+
+def secret_url(port, host='127.0.0.1'):
+    return 'http://watch:%s@%s:%s/?token=%s&lang=en' % (PASSWORD, host, port, TOKEN)
+
+
+def shown_url(port):
+    return 'http://watch:***@127.0.0.1:%s/?token=***&lang=en' % port
+
+
+def assert_hidden(text):
+    assert text, 'nothing to look at'
+    for secret in (PASSWORD, TOKEN, 'pA55', 'never', 'w0rd'):
+        assert secret not in text, text
+
+
+def test_credentials_never_appear_in_logs(caplog, monkeypatch, udp, server):
+    caplog.set_level(logging.DEBUG)  # every logger, tornado's and asyncio's included...
+    monkeypatch.setattr(logging.getLogger('tornado.access'), 'disabled', True)  # not the
+    # test server's own, which is no part of the plugin
+    refused = free_port()
+    for port, mode in ((refused, 'ok'), (server.port, '500'), (server.port, 'hang')):
+        server.mode = mode
+        caplog.clear()
+        plugin = HttpObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                              check_url=secret_url(port), loop_rate='0.1', timeout='0.3',
+                              call_timeout='0.2', restart_on_error='web',
+                              host='127.0.0.1', port=udp.port)
+        with plugin:  # circusd is absent: the restart fails and says so too
+            wait_for(lambda: 'web: could not restart it' in caplog.text, what='a failure')
+        assert 'plugin http_observer: %s failed: ' % shown_url(port) in caplog.text
+        assert_hidden(caplog.text)
+    assert_hidden('\n'.join(str(r.exc_info) for r in caplog.records))
+
+
+@pytest.mark.parametrize('url', [
+    secret_url(70000), secret_url('port'), secret_url(0), 'http://watch:%s@[::1' % PASSWORD,
+    'ftp://watch:%s@h/' % PASSWORD, secret_url(80, host='h x'), secret_url(80, host=''),
+    'http://%s@h:99999/' % TOKEN, 'http://watch:pA55-w0rd/never@h/',  # a raw "/"
+])
+def test_credentials_never_appear_in_option_errors(url):
+    with pytest.raises(ConfigError) as info:
+        HttpObserver('e', 'p', 5.0, check_url=url)
+    message = str(info.value)
+    assert "option 'check_url'" in message and '***@' in message
+    assert '\n' not in message
+    assert_hidden(message)
+
+
+def test_credentials_never_appear_in_circus_plugin_debug_output(tmp_path, udp):
+    refused = free_port()
+    config = {'check_url': secret_url(refused), 'loop_rate': '0.1', 'timeout': '0.3',
+              'call_timeout': '0.2', 'restart_on_error': 'web', 'host': '127.0.0.1',
+              'port': udp.port}
+    with PluginProcess('circus_plugins.http_observer.HttpObserver', config=config,
+                       args=['--log-level', 'debug'], log_path=tmp_path / 'plugin.log',
+                       endpoint='tcp://127.0.0.1:%d' % free_port(),
+                       pubsub='tcp://127.0.0.1:%d' % free_port()) as plugin:
+        wait_for(lambda: 'web: could not restart it' in plugin.log(), timeout=8,
+                 what='a failed check and restart')
+        plugin.stop(timeout=8)
+    assert plugin.returncode == 0, plugin.log()
+    assert shown_url(refused) in plugin.log()
+    assert_hidden(plugin.log())
+    # A bad port ends it at once, with a traceback at debug level: nothing shown either.
+    config['check_url'] = secret_url(70000)
+    result = subprocess.run(
+        [sys.executable, '-m', 'circus_plugins', '--log-level', 'debug', '--config',
+         encode_config(config), 'circus_plugins.http_observer.HttpObserver'],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "option 'check_url'" in result.stderr
+    assert_hidden(result.stderr + result.stdout)

@@ -1,4 +1,5 @@
 """RedisObserver against a real redis-server on 127.0.0.1, under circusd and circus-plugin."""
+import logging
 import os
 import shutil
 import socket
@@ -10,7 +11,8 @@ import pytest
 from circus_plugins import ConfigError
 from circus_plugins.errors import PluginLoadError
 from circus_plugins.redis_observer import OBSERVE, RedisObserver
-from circus_plugins.testing import PluginProcess, free_port, wait_for
+from circus_plugins.statsd import StatsdClient
+from circus_plugins.testing import PluginProcess, UdpReceiver, free_port, wait_for
 from conftest import observer_options, unstarted
 
 PREFIX = 'circus.redis_observer.watcher.'
@@ -20,12 +22,12 @@ REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
 class RedisServer:
     """A redis-server on a free port of 127.0.0.1, persisting nothing."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, *args):
         self.port = free_port()
         self.url = 'redis://127.0.0.1:%d/0' % self.port
         self.process = subprocess.Popen(
             [REDIS_SERVER, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
-             '--appendonly', 'no', '--dir', str(workdir)],
+             '--appendonly', 'no', '--dir', str(workdir)] + list(args),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.answers, timeout=8, interval=0.02, what='redis-server to answer PING')
 
@@ -34,7 +36,7 @@ class RedisServer:
         try:
             with socket.create_connection(('127.0.0.1', self.port), timeout=0.5) as conn:
                 conn.sendall(b'PING\r\n')
-                return conn.recv(64).startswith(b'+PONG')
+                return conn.recv(64).startswith((b'+PONG', b'-NOAUTH'))
         except OSError:
             return False
 
@@ -199,3 +201,96 @@ def test_runs_from_circus_plugin(start_circusd, udp, redis_server):
     assert plugin.returncode == 0, stderr
     assert 'cache: restarted, as Redis did not answer' in stderr
     assert 'Traceback' not in stderr
+
+
+def test_a_replaced_client_gets_the_metrics(udp, redis_server):
+    plugin = RedisObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                           redis_url=redis_server.url, loop_rate='0.1', timeout='0.5',
+                           host='127.0.0.1', port=udp.port)
+    with UdpReceiver() as other:
+        plugin.statsd = StatsdClient('127.0.0.1', other.port, prefix='other')
+        with plugin:
+            other.wait_lines(lambda lines: 'other.redis_stats.used_memory' in
+                             {line.split(':')[0] for line in lines}, what='a gauge')
+            redis_server.stop()
+            other.wait_lines(lambda lines: 'other.redis_stats.error:1|c' in lines,
+                             what='an error count')
+        assert udp.receive(0) == []  # stopped: all was sent, none of it here
+
+
+# -- credentials are never shown -------------------------------------------------------------
+
+PASSWORD = 'Redis-pA55w0rd-never-shown'
+
+
+def assert_hidden(text):
+    assert text, 'nothing to look at'
+    for secret in (PASSWORD, 'pA55', 'never'):
+        assert secret not in text, text
+
+
+@pytest.fixture
+def guarded_redis(tmp_path):
+    """A redis-server that wants a password other than PASSWORD."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip('redis-server is not installed (apt-get install redis-server)')
+    server = RedisServer(tmp_path, '--requirepass', 'the-right-one')
+    yield server
+    server.stop()
+
+
+def test_credentials_never_appear_in_logs(caplog, udp, guarded_redis):
+    caplog.set_level(logging.DEBUG)  # every logger, redis-py's and asyncio's included
+    with socket.socket() as silent:  # accepts connections, never answers: a timeout
+        silent.bind(('127.0.0.1', 0))
+        silent.listen(16)
+        for port, what in ((guarded_redis.port, 'AuthenticationError'),
+                           (free_port(), 'ConnectionError'),
+                           (silent.getsockname()[1], 'TimeoutError')):
+            for url in ('redis://:%s@127.0.0.1:%d/0' % (PASSWORD, port),
+                        'redis://default:%s@127.0.0.1:%d/0' % (PASSWORD, port)):
+                caplog.clear()
+                plugin = RedisObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                                       redis_url=url, timeout='0.2', loop_rate='0.1',
+                                       call_timeout='0.2', restart_on_timeout='web',
+                                       host='127.0.0.1', port=udp.port)
+                with plugin:
+                    wait_for(lambda: 'INFO from %s failed: %s' % (
+                        url.replace(PASSWORD, '***'), what) in caplog.text,
+                        what='a failed INFO')
+                    if what != 'AuthenticationError':  # no restart for a bad password
+                        wait_for(lambda: 'web: could not restart it' in caplog.text,
+                                 what='the restart to fail (no circusd)')
+                assert_hidden(caplog.text)
+
+
+@pytest.mark.parametrize('url', [
+    'redis://:%s@127.0.0.1:70000/0', 'redis://:%s@127.0.0.1:port/0',
+    'redis://:%s@127.0.0.1:0/0', 'redis://:%s@127.0.0.1/notadb', 'http://:%s@127.0.0.1/',
+    'redis://:%s@[::1', 'redis://u:%s@h/0?socket_timeout=soon',
+    'redis://:Redis-pA55w0rd/never-shown@h:6379/0',  # a raw "/" in the password
+])
+def test_credentials_never_appear_in_option_errors(url):
+    with pytest.raises(ConfigError) as info:
+        RedisObserver('e', 'p', 5.0, redis_url=url.replace('%s', PASSWORD))
+    message = str(info.value)
+    assert "option 'redis_url'" in message and ':***@' in message
+    assert '\n' not in message
+    assert_hidden(message)
+
+
+def test_credentials_never_appear_in_circus_plugin_debug_output(tmp_path, udp,
+                                                              guarded_redis):
+    url = 'redis://:%s@127.0.0.1:%d/0' % (PASSWORD, guarded_redis.port)
+    config = {'redis_url': url, 'loop_rate': '0.1', 'timeout': '0.5', 'host': '127.0.0.1',
+              'port': udp.port}
+    with PluginProcess('circus_plugins.redis_observer.RedisObserver', config=config,
+                       args=['--log-level', 'debug'], log_path=tmp_path / 'plugin.log',
+                       endpoint='tcp://127.0.0.1:%d' % free_port(),
+                       pubsub='tcp://127.0.0.1:%d' % free_port()) as plugin:
+        wait_for(lambda: plugin.log().count('AuthenticationError') >= 2, timeout=8,
+                 what='two refused passwords')
+        plugin.stop(timeout=8)
+    assert plugin.returncode == 0, plugin.log()
+    assert 'redis://:***@127.0.0.1:%d/0' % guarded_redis.port in plugin.log()
+    assert_hidden(plugin.log())

@@ -12,7 +12,9 @@ import pytest
 from circus_plugins import ConfigError
 from circus_plugins.config import to_signum
 from circus_plugins.resource_watcher import Limit, ResourceWatcher
-from circus_plugins.testing import EventRecorder, PluginProcess, wait_connected, wait_for
+from circus_plugins.statsd import StatsdClient
+from circus_plugins.testing import EventRecorder, PluginProcess, UdpReceiver, \
+    wait_connected, wait_for
 from conftest import PLUGIN_ENV
 
 HOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'resource_hog.py')
@@ -367,3 +369,14 @@ def test_unreachable_circusd_counts_errors(udp):
     with rw:
         udp.wait_lines(lambda lines: 'circus.app.watcher._resource_watcher.web.error:1|c'
                        in lines)
+
+
+def test_a_replaced_client_gets_the_metrics(udp):
+    rw = ResourceWatcher('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, watcher='web',
+                         host='127.0.0.1', port=udp.port, loop_rate='0.1',
+                         call_timeout='0.2')
+    with UdpReceiver() as other:
+        rw.statsd = StatsdClient('127.0.0.1', other.port, prefix='other')
+        with rw:
+            other.wait_lines(lambda lines: 'other._resource_watcher.web.error:1|c' in lines)
+        assert udp.receive(0) == []  # stopped: all was sent, none of it here
