@@ -29,7 +29,7 @@ import logging
 import math
 import re
 import types
-from typing import Any, Container, Mapping, NamedTuple, Optional, Union
+from typing import Any, Container, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 from .errors import CircusPluginError
 
@@ -49,6 +49,10 @@ SHOWN = 80
 
 _ACTION = re.compile(r'[A-Za-z0-9_-]{1,64}')
 _NO_FIELDS: Mapping[str, Any] = types.MappingProxyType({})
+#: Topics read already: circusd repeats a few (watchers × actions), and a plugin that
+#: reads only topics (StatsdEmitter) would otherwise spend most of its time here.
+_topics: Dict[Union[bytes, str], Tuple[str, str]] = {}
+_MAX_TOPICS = 4096
 
 
 class MalformedEvent(CircusPluginError, ValueError):
@@ -113,14 +117,22 @@ def parse_event(data: Any, *, fields: Union[bool, Container[str]] = True) -> Eve
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise MalformedEvent('not a (topic, message) pair but a %s' % type(data).__name__)
     topic, body = data
-    watcher, action = _parse_topic(topic)
+    try:
+        watcher, action = _topics[topic]
+    except (KeyError, TypeError):  # TypeError: a topic that cannot be a key
+        watcher, action = _parse_topic(topic)
+        if len(_topics) >= _MAX_TOPICS:
+            _topics.clear()  # many names: junk, most likely
+        _topics[topic] = watcher, action
+    if isinstance(fields, str):  # one action, not the letters of one
+        fields = (fields,)
     wanted = fields if isinstance(fields, bool) else action in fields
     if not wanted:
         return Event(watcher, action)
     return Event(watcher, action, types.MappingProxyType(_parse_body(body)))
 
 
-def _parse_topic(topic: Any):
+def _parse_topic(topic: Any) -> Tuple[str, str]:
     if isinstance(topic, str):  # circus's own plugins may be handed str frames
         try:
             raw = topic.encode('utf-8')
