@@ -188,6 +188,18 @@ def test_bodies_are_read_only_for_the_actions_asked():
     assert parse_event(junk, fields=('reap',)) == Event('web', 'spawn')
     with pytest.raises(MalformedEvent):
         parse_event(junk, fields=('spawn',))
+    assert parse_event((b'watcher.web.rea', b'junk'), fields='reap').action == 'rea'
+
+
+def test_topics_seen_before_or_by_thousands_read_the_same():
+    for _ in range(2):
+        for n in range(5000):  # more than are remembered
+            topic = b'watcher.w%d.spawn' % n
+            assert parse_event((topic, b''), fields=False) == Event('w%d' % n, 'spawn')
+            assert parse_event((topic.decode(), b''), fields=False) == Event('w%d' % n, 'spawn')
+        for bad in (b'watcher.web', 'watcher.web', b'watcher.\xff.spawn', ['unhashable']):
+            with pytest.raises(MalformedEvent):
+                parse_event((bad, b'{}'))
 
 
 # -- every bundled plugin ---------------------------------------------------------------------
