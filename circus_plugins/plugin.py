@@ -31,7 +31,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 import zmq
 from tornado.ioloop import IOLoop
 
-from ._client import Client, ThreadCaller
+from ._client import Client, ThreadCaller, new_dealer
+from ._endpoint import check_endpoint, check_ssh_server
 from .config import to_bool, to_number
 from .errors import CallError, ConfigError
 
@@ -41,6 +42,26 @@ log = logging.getLogger('circus_plugins')
 _BURST = 512
 
 _BASE_ARGS = ('endpoint', 'pubsub_endpoint', 'check_delay', 'ssh_server')
+
+
+class _NotInCircusPlugins:
+    """An attribute of circus 0.19's plugin that has no counterpart here.
+
+    Reading it raises an :class:`AttributeError` that says what to use instead; a
+    subclass may still assign it (an instance attribute hides this).
+    """
+
+    def __init__(self, instead: str) -> None:
+        self.instead = instead
+
+    def __set_name__(self, owner, name):
+        self.attr = name
+
+    def __get__(self, plugin, owner=None):
+        if plugin is None:
+            return self
+        raise AttributeError('plugin %s: circus_plugins has no %r attribute (circus 0.19 '
+                             'had one): %s' % (plugin.name, self.attr, self.instead))
 
 
 class _Interrupted(BaseException):
@@ -96,21 +117,33 @@ class CircusPlugin(metaclass=_PluginMeta):
     #: The plugin's name, used in logs.
     name = ''
 
+    # circus 0.19's sockets, which a plugin ported from it may reach for: the DEALER is
+    # shared by concurrent requests here, and events need no stream.
+    client = _NotInCircusPlugins('send commands with call(), call_async() or cast()')
+    substream = _NotInCircusPlugins('events reach handle_recv() without a stream')
+
     def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
                  ssh_server: Optional[str] = None, **config: Any) -> None:
-        self.endpoint = endpoint
-        self.pubsub_endpoint = pubsub_endpoint
-        self.ssh_server = ssh_server
         self.config = config
         if not self.name:
             self.name = str(config.get('name') or type(self).__name__)
+        self.endpoint = endpoint
+        self.pubsub_endpoint = pubsub_endpoint
+        self.ssh_server = ssh_server
         self.check_delay = self.__convert('check_delay', check_delay, float, minimum=0)
         self.active = self.option('active', True, bool)
         self.call_timeout = self.option('call_timeout', 5.0, float, minimum=0.001)
         self.loop = IOLoop(make_current=False)
         self.running = False
+        #: The plugin's ZeroMQ context while it runs, as in circus 0.19: sockets a plugin
+        #: makes from it on the plugin thread are closed when the plugin stops.
+        self.context: Optional[zmq.Context] = None
+        #: The SUB socket receiving circusd's events while the plugin runs (plugin
+        #: thread only).
+        self.sub_socket: Optional[zmq.Socket] = None
         self.__thread: Optional[threading.Thread] = None
         self.__context: Optional[zmq.Context] = None
+        self.__sockets: list = []  # every socket made by __open, closed by __close
         self.__sub: Optional[zmq.Socket] = None
         self.__client: Optional[Client] = None
         self.__callers: Dict[threading.Thread, ThreadCaller] = {}
@@ -140,6 +173,16 @@ class CircusPlugin(metaclass=_PluginMeta):
                 return to_number(value, key, minimum=minimum, maximum=maximum,
                                  integer=kind is int)
             return kind(value)
+        except ConfigError as exc:
+            raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
+
+    def __check_endpoints(self) -> None:
+        # Checked at start, not in the constructor: tests build plugins with dummy
+        # endpoints to call their handlers directly.
+        try:
+            check_endpoint(self.endpoint, 'endpoint')
+            check_endpoint(self.pubsub_endpoint, 'pubsub_endpoint')
+            check_ssh_server(self.ssh_server, 'ssh_server')
         except ConfigError as exc:
             raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
 
@@ -180,49 +223,54 @@ class CircusPlugin(metaclass=_PluginMeta):
     def start_background(self) -> 'CircusPlugin':
         """Start the plugin thread and return once events flow (thread-safe).
 
-        :meth:`handle_init` has run when this returns; its exception, or a failure to
-        connect, is raised here. Stop the plugin with :meth:`stop`. The plugin is also a
-        context manager doing both.
+        :meth:`handle_init` and :meth:`initialize` have run when this returns; their
+        exception, or a failure to connect, is raised here, and then nothing of the plugin
+        is left running. Stop the plugin with :meth:`stop`; if :meth:`stop` came first,
+        this returns without starting anything. The plugin is also a context manager
+        doing both.
+
+        :raises ConfigError: an endpoint or the SSH server is malformed; nothing started.
         """
-        with self.__lock:
-            if self.__started or self.__stopping:
+        if self.active:
+            self.__check_endpoints()
+        with self.__lock:  # stop() decides under the same lock: no half-started thread
+            if self.__started:
                 raise RuntimeError('plugin %s was already started' % self.name)
             self.__started = True
-        if not self.active:
-            log.info('plugin %s is not active: waiting to be stopped', self.name)
-            return self
-        self.__thread = threading.Thread(target=self.__run, name='plugin-%s' % self.name,
-                                        daemon=True)
-        self.__thread.start()
+            if self.__stopping:
+                log.debug('plugin %s: stopped before it started', self.name)
+                return self
+            if not self.active:
+                log.info('plugin %s is not active: waiting to be stopped', self.name)
+                return self
+            thread = threading.Thread(target=self.__run, name='plugin-%s' % self.name,
+                                      daemon=True)
+            thread.start()
+            self.__thread = thread
         try:
             self.__ready.result()
-        except Exception:  # the start failed, and the thread has ended
-            self.__thread.join()
-            self.__stopping = True
+        except Exception:  # the start failed, and the thread is ending
+            thread.join()
+            with self.__lock:
+                self.__stopping = True
+            self.__stopped.set()
             raise
         return self
 
     def stop(self) -> None:
         """Stop the plugin: :meth:`handle_stop`, then end and join the plugin thread.
 
-        Idempotent and thread-safe. Called from the plugin thread itself (say, from
-        :meth:`handle_recv`), it schedules the end and returns without joining.
+        Idempotent, thread-safe, never raises. Called from the plugin thread itself (say,
+        from :meth:`handle_recv`), it schedules the end and returns without joining.
         """
         with self.__lock:
-            if self.__stopping:
-                first = False
-            else:
-                self.__stopping = first = True
-        thread = self.__thread
+            first = not self.__stopping
+            self.__stopping = True
+            thread = self.__thread
         if first and thread is None:  # never started, or inactive
             self.loop.close()
             self.__stopped.set()
-        elif first and thread.is_alive():
-            if not self.in_plugin_thread():
-                try:  # a stop during the start: let handle_init finish first
-                    self.__ready.result()
-                except Exception:
-                    pass  # the start failed: nothing to stop
+        elif first and self.__started_fine():
             self.__pause_events()
             try:
                 self.handle_stop()
@@ -235,6 +283,17 @@ class CircusPlugin(metaclass=_PluginMeta):
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.running = False
+
+    def __started_fine(self) -> bool:
+        """Whether the start succeeded; from another thread, waits for its outcome
+        (a stop during handle_init lets it finish first)."""
+        if self.in_plugin_thread():
+            return True
+        try:
+            self.__ready.result()
+        except BaseException:
+            return False
+        return True
 
     def __pause_events(self) -> None:
         """Stop delivering events, so handle_stop never runs beside handle_recv.
@@ -267,6 +326,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         try:
             self.__open()
             self.handle_init()
+            self.initialize()
         except BaseException as exc:
             self.__close()
             self.__ready.set_exception(exc)
@@ -283,26 +343,36 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.__stopped.set()
 
     def __open(self) -> None:
-        self.__context = zmq.Context()
-        self.__sub = self.__context.socket(zmq.SUB)
-        self.__sub.linger = 0
+        self.__context = self.context = zmq.Context()
+        self.__sub = self.sub_socket = self.__socket(zmq.SUB)
         self.__sub.setsockopt(zmq.SUBSCRIBE, b'watcher.')
-        self.__connect(self.__sub, self.pubsub_endpoint)
-        dealer = self.__context.socket(zmq.DEALER)
+        self.__connect(self.__sub, self.pubsub_endpoint, 'pubsub_endpoint')
+        dealer = self.__socket(zmq.DEALER)
         # Long enough for a last cast to leave, short enough not to hang with circusd gone.
         dealer.linger = 1000
-        self.__connect(dealer, self.endpoint)
+        self.__connect(dealer, self.endpoint, 'endpoint')
         self.__client = Client(dealer, self.loop, self.name)
         self.loop.add_handler(self.__sub, self.__on_sub_ready, IOLoop.READ)
         # Events may already be queued and the socket's fd only signals changes.
         self.loop.add_callback(self.__drain_events)
 
-    def __connect(self, socket: zmq.Socket, endpoint: str) -> None:
-        if self.ssh_server is None:
-            socket.connect(endpoint)
-        else:
-            from zmq import ssh
-            ssh.tunnel_connection(socket, endpoint, self.ssh_server)
+    def __socket(self, kind: int) -> zmq.Socket:
+        socket = new_dealer(self.__context) if kind == zmq.DEALER else \
+            self.__context.socket(kind)
+        socket.linger = 0
+        self.__sockets.append(socket)
+        return socket
+
+    def __connect(self, socket: zmq.Socket, endpoint: str, what: str) -> None:
+        try:
+            if self.ssh_server is None:
+                socket.connect(endpoint)
+            else:
+                from zmq import ssh
+                ssh.tunnel_connection(socket, endpoint, self.ssh_server)
+        except zmq.ZMQError as exc:
+            raise ConfigError('plugin %s: %s %r: %s' % (self.name, what, endpoint, exc)) \
+                from None
 
     def __shutdown(self) -> None:
         if self.__sub is not None:
@@ -317,12 +387,16 @@ class CircusPlugin(metaclass=_PluginMeta):
             context, self.__context = self.__context, None
         for caller in callers:
             caller.close()
-        for sock in (self.__sub, self.__client and self.__client.socket):
-            if sock is not None and not sock.closed:
+        for sock in self.__sockets:
+            if not sock.closed:
                 sock.close()
+        self.__sockets = []
         self.__sub = self.__client = None
+        self.sub_socket = None
         if context is not None:
-            context.term()
+            # Also closes sockets a plugin made from self.context and left open, which
+            # would otherwise keep term() waiting forever.
+            context.destroy(linger=0)
         self.loop.close(all_fds=False)
 
     # -- events ----------------------------------------------------------------------------
@@ -386,9 +460,8 @@ class CircusPlugin(metaclass=_PluginMeta):
             if caller is None:
                 for thread in [t for t in self.__callers if not t.is_alive()]:
                     self.__callers.pop(thread).close()
-                socket = self.__context.socket(zmq.DEALER)
-                socket.linger = 0
-                self.__connect(socket, self.endpoint)
+                socket = new_dealer(self.__context)
+                self.__connect(socket, self.endpoint, 'endpoint')
                 caller = self.__callers[me] = ThreadCaller(socket)
         return caller
 
@@ -429,9 +502,9 @@ class CircusPlugin(metaclass=_PluginMeta):
         """
         client = self.__require_client(command)
         if self.in_plugin_thread():
-            client.cast(command, props)
+            client.cast(command, props, self.call_timeout)
         else:
-            self.loop.add_callback(client.cast, command, props)
+            self.loop.add_callback(client.cast, command, props, self.call_timeout)
 
     def __require_client(self, command: str) -> Client:
         client = self.__client
@@ -456,6 +529,14 @@ class CircusPlugin(metaclass=_PluginMeta):
 
     def handle_init(self) -> None:
         """Called in the plugin thread, before events flow; the sockets are ready."""
+
+    def initialize(self) -> None:
+        """Called in the plugin thread right after :meth:`handle_init`, before events flow.
+
+        circus 0.19 made its sockets here; plugins written for it override this, call
+        ``super().initialize()`` and then start their timers. Here the sockets already
+        exist, so the base method does nothing and overriding it is optional.
+        """
 
     def handle_stop(self) -> None:
         """Called once, in the thread calling :meth:`stop`, before the plugin thread ends."""

@@ -75,3 +75,17 @@ def observer_options(use, target_key, target, udp, **extra):
     0.2 s and sends its metrics to the ``udp`` receiver."""
     return dict({'use': use, target_key: target, 'loop_rate': '0.2', 'host': '127.0.0.1',
                  'port': udp.port}, **extra)
+
+
+def run_on_loop(plugin, make_coroutine, timeout=5.0):
+    """Run ``make_coroutine()`` on ``plugin``'s loop; return its result or raise its
+    exception here."""
+    from concurrent.futures import Future
+    done = Future()
+
+    def begin():
+        task = plugin.loop.asyncio_loop.create_task(make_coroutine())
+        task.add_done_callback(lambda t: done.set_exception(t.exception())
+                               if t.exception() else done.set_result(t.result()))
+    plugin.loop.add_callback(begin)
+    return done.result(timeout)

@@ -6,6 +6,9 @@ import json
 import os
 import time
 
+from circus.plugins import CircusPlugin as _CircusBase
+from tornado.ioloop import PeriodicCallback
+
 from circus_plugins import CircusPlugin
 
 
@@ -62,3 +65,48 @@ class SlowStart(ConfigDump):
     def handle_init(self):
         super().handle_init()
         time.sleep(float(self.config.get('init_seconds', 1)))
+
+
+def _append(path, line):
+    with open(path, 'a', encoding='utf-8') as out:
+        out.write(line + '\n')
+
+
+class TimerInInitialize(CircusPlugin):
+    """Written the way plugins for circus 0.19 are: its timer starts in an ``initialize()``
+    override that calls ``super().initialize()`` first. Each tick asks circusd for its
+    watchers and writes a line to the file named by the ``dump`` option."""
+
+    name = 'timer_in_initialize'
+
+    def handle_init(self):
+        _append(self.config['dump'], 'handle_init')
+
+    def initialize(self):
+        super().initialize()
+        _append(self.config['dump'], 'initialize context=%s sub_socket=%s' % (
+            self.context is not None, self.sub_socket is not None))
+        self.timer = PeriodicCallback(self.tick, 50)
+        self.timer.start()
+
+    def tick(self):
+        _append(self.config['dump'], 'tick %s' % self.call('list')['status'])
+
+    def handle_recv(self, data):
+        pass
+
+
+class CircusBased(_CircusBase):
+    """A plugin on circus 0.19's own base class, as published ones are: writes ``init``,
+    each event's topic, then ``stopped`` to the file named by ``dump``."""
+
+    name = 'circus_based'
+
+    def handle_init(self):
+        _append(self.config['dump'], 'init')
+
+    def handle_recv(self, data):
+        _append(self.config['dump'], data[0].decode())
+
+    def handle_stop(self):
+        _append(self.config['dump'], 'stopped')

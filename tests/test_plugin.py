@@ -1,5 +1,6 @@
 """CircusPlugin against a real circusd 0.19."""
 import queue
+import re
 import threading
 import time
 
@@ -311,3 +312,134 @@ def test_start_in_main_thread_stops_on_sigterm_and_restores_handlers(circusd):
     sender.join()
     assert plugin.stops == 1 and not plugin.running and plugin._CircusPlugin__context is None
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+# -- ported from circus 0.19: initialize() and circus's attributes ---------------------------
+
+def test_initialize_override_runs_after_handle_init_and_its_timer_ticks(circusd, tmp_path):
+    from sample_plugins import TimerInInitialize
+    dump = tmp_path / 'dump.txt'
+    with TimerInInitialize(circusd.endpoint, circusd.pubsub_endpoint, 1.0, dump=str(dump)):
+        wait_for(lambda: dump.read_text().count('tick ok') >= 3, what='three ticks')
+    lines = dump.read_text().splitlines()
+    assert lines[:2] == ['handle_init', 'initialize context=True sub_socket=True']
+
+
+def test_initialize_override_under_circusd(start_circusd, tmp_path):
+    dump = tmp_path / 'dump.txt'
+    circusd = start_circusd(plugins={'timer': {'use': 'sample_plugins.TimerInInitialize',
+                                               'dump': dump}})
+    wait_for(lambda: dump.exists() and 'tick ok' in dump.read_text(), timeout=8,
+             what='a tick of the timer started in initialize()', interval=0.05)
+    assert dump.read_text().startswith('handle_init\ninitialize context=True'), \
+        circusd.log()
+
+
+def test_circus_attributes_have_a_meaning_or_a_clear_error(circusd):
+    import zmq
+    plugin = collector(circusd)
+    assert plugin.context is None and plugin.sub_socket is None
+    with plugin:
+        assert isinstance(plugin.context, zmq.Context) and not plugin.context.closed
+        assert plugin.sub_socket.type == zmq.SUB
+        context = plugin.context
+        for attr, instead in (('client', 'call()'), ('substream', 'handle_recv()')):
+            with pytest.raises(AttributeError, match=r"plugin collector: .*%r.*%s"
+                               % (attr, re.escape(instead))):
+                getattr(plugin, attr)
+    assert context.closed and plugin.context is None or plugin.context.closed
+    plugin.client = 'mine'  # a subclass may still use the name for its own things
+    assert plugin.client == 'mine'
+
+
+def test_sockets_a_plugin_leaves_open_do_not_hang_its_stop(circusd):
+    import zmq
+    plugin = collector(circusd).start_background()
+    made = queue.Queue()
+    plugin.loop.add_callback(lambda: made.put(plugin.context.socket(zmq.PUSH)))
+    leftover = made.get(timeout=5)
+    leftover.connect('tcp://127.0.0.1:%d' % free_port())
+    leftover.send(b'never delivered', zmq.NOBLOCK)  # linger would wait for it
+    stopper = threading.Thread(target=plugin.stop, daemon=True)
+    stopper.start()
+    stopper.join(5)
+    assert not stopper.is_alive(), 'stop() hung on a socket made from plugin.context'
+
+
+# -- start and stop from several threads ------------------------------------------------------
+
+def test_stop_racing_start_background_leaves_nothing_running():
+    endpoints = ('tcp://127.0.0.1:%d' % free_port(), 'tcp://127.0.0.1:%d' % free_port())
+    errors, runs, deadline = [], 0, time.monotonic() + 6
+    while runs < 200 and time.monotonic() < deadline:
+        runs += 1
+        plugin = Collector(*endpoints, 1.0, call_timeout='2')
+        gate = threading.Barrier(3)
+
+        def starter():
+            gate.wait()
+            try:
+                plugin.start_background()
+            except Exception as exc:
+                errors.append(('start_background', exc))
+
+        def stopper():
+            gate.wait()
+            try:
+                plugin.stop()
+            except Exception as exc:
+                errors.append(('stop', exc))
+        threads = [threading.Thread(target=f) for f in (starter, stopper, stopper)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5)
+        assert not any(t.is_alive() for t in threads), 'start/stop hung in run %d' % runs
+        plugin.stop()  # whichever won, a later stop leaves nothing behind
+        assert not plugin.running
+        left = [t for t in threading.enumerate() if t.name == 'plugin-collector']
+        assert not left, 'run %d left the plugin thread running' % runs
+    assert not errors, errors[:3]
+    assert runs >= 50
+
+
+@pytest.mark.parametrize('how', ['start_background', 'start'])
+def test_start_after_stop_starts_nothing(how):
+    plugin = Collector('tcp://127.0.0.1:%d' % free_port(),
+                       'tcp://127.0.0.1:%d' % free_port(), 1.0)
+    plugin.stop()
+    getattr(plugin, how)()  # returns at once
+    assert not plugin.running
+    assert not [t for t in threading.enumerate() if t.name == 'plugin-collector']
+
+
+# -- malformed endpoints -----------------------------------------------------------------------
+
+@pytest.mark.parametrize('endpoint,pubsub,ssh,culprit', [
+    ('127.0.0.1:5555', 'tcp://127.0.0.1:5556', None, "endpoint: '127.0.0.1:5555'"),
+    ('tcp://127.0.0.1:5555', 'tcp://127.0.0.1:notaport', None,
+     "pubsub_endpoint: 'tcp://127.0.0.1:notaport'"),
+    ('tcp://127.0.0.1:70000', 'tcp://127.0.0.1:5556', None, "'tcp://127.0.0.1:70000'"),
+    ('tcp://127.0.0.1:5555', 'tcp://127.0.0.1:5556', 'me@host:port', "ssh_server: "),
+    ('tcp://127.0.0.1:5555', 'ipc://' + 'x' * 200, None, 'File name too long'),
+    ('tcp://127.0.0.1:5555', None, None, 'pubsub_endpoint: None'),
+])
+def test_a_malformed_endpoint_fails_the_start_at_once(endpoint, pubsub, ssh, culprit):
+    plugin = Collector(endpoint, pubsub, 1.0, ssh)
+    outcome = queue.Queue()
+
+    def start():
+        try:
+            plugin.start_background()
+        except Exception as exc:
+            outcome.put(exc)
+        else:
+            outcome.put(None)
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
+    error = outcome.get(timeout=5)  # not hung on a socket left open
+    assert isinstance(error, ConfigError), error
+    assert 'plugin collector: ' in str(error) and culprit in str(error)
+    assert '\n' not in str(error)
+    assert not [t for t in threading.enumerate() if t.name == 'plugin-collector']
+    plugin.stop()
