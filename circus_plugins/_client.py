@@ -3,6 +3,13 @@
 :class:`Client` lives on the plugin thread and is the only user of its socket. Each request
 carries a fresh ``id``; circusd echoes it in the reply, which is how a reply finds the
 request that is waiting for it, whatever order replies come back in.
+
+A request whose caller was told "no reply" must never run later. So every DEALER here is
+made with :func:`new_dealer`, which sets ``ZMQ_IMMEDIATE``: a message is queued only to a
+connected circusd, and what is queued to a circusd that goes away is dropped with the
+connection instead of being delivered to the next circusd on that endpoint. While circusd
+is absent a send waits for it (polling), never past the request's own deadline; what was
+not sent by then is never sent.
 """
 import asyncio
 import itertools
@@ -22,6 +29,17 @@ log = logging.getLogger('circus_plugins')
 
 #: circusd's errno for "arbiter is already running <cmd> command".
 BUSY_ERRNO = 5
+
+#: Seconds between tries to send while circusd is not connected.
+_SEND_RETRY = 0.02
+
+
+def new_dealer(context: zmq.Context) -> zmq.Socket:
+    """A DEALER socket for commands: queues only to a connected circusd, drops on close."""
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.IMMEDIATE, 1)
+    socket.linger = 0
+    return socket
 
 
 def is_busy(reply: Dict[str, Any]) -> bool:
@@ -62,11 +80,26 @@ def retry_busy(attempt, busy_retry: float) -> Dict[str, Any]:
         reply = attempt()
 
 
-def _wait_reply(socket: zmq.Socket, msg_id: str, command: str, timeout: float,
-                on_other=None) -> Dict[str, Any]:
-    """Block until the reply to ``msg_id`` arrives on ``socket``; hand others to
-    ``on_other`` (or drop them: late replies to calls that timed out)."""
-    deadline = time.monotonic() + timeout
+def _send_blocking(socket: zmq.Socket, payload: bytes, command: str,
+                   deadline: float, timeout: float) -> None:
+    """Send ``payload`` once circusd is connected, waiting until ``deadline``
+    (:func:`time.monotonic`); ``timeout`` is for the message."""
+    wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
+    if socket.poll(wait_ms, zmq.POLLOUT):
+        try:
+            socket.send(payload, zmq.NOBLOCK)
+            return
+        except zmq.Again:  # the connection went away between the poll and the send
+            pass
+    raise CallError('%r: not sent, circusd is not connected (waited %s s)'
+                    % (command, timeout))
+
+
+def _wait_reply(socket: zmq.Socket, msg_id: str, command: str, deadline: float,
+                timeout: float, on_other=None) -> Dict[str, Any]:
+    """Block until the reply to ``msg_id`` arrives on ``socket`` or ``deadline`` passes;
+    hand other replies to ``on_other`` (or drop them: late replies to calls that timed
+    out)."""
     while True:
         remaining = deadline - time.monotonic()
         try:
@@ -101,6 +134,13 @@ def _decode(frame: bytes) -> Optional[Dict[str, Any]]:
     return reply
 
 
+def _encode(msg_id: str, command: str, props: Dict[str, Any], cast: bool = False) -> bytes:
+    message = {'id': msg_id, 'command': command, 'properties': props}
+    if cast:
+        message['msg_type'] = 'cast'
+    return json.dumps(message).encode('utf-8')
+
+
 class ThreadCaller:
     """A DEALER socket that belongs to one thread calling circusd synchronously.
 
@@ -123,12 +163,10 @@ class ThreadCaller:
         if self.socket is None:
             raise CallError('%r: the plugin is stopped' % command)
         msg_id = new_id()
-        try:
-            self.socket.send(_encode(msg_id, command, props), zmq.NOBLOCK)
-        except zmq.Again:
-            raise CallError('%r: circusd is not taking commands (send queue full)'
-                            % command) from None
-        return _wait_reply(self.socket, msg_id, command, timeout)
+        deadline = time.monotonic() + timeout
+        _send_blocking(self.socket, _encode(msg_id, command, props), command, deadline,
+                       timeout)
+        return _wait_reply(self.socket, msg_id, command, deadline, timeout)
 
     def close(self) -> None:
         with self.lock:
@@ -137,11 +175,17 @@ class ThreadCaller:
                 self.socket = None
 
 
-def _encode(msg_id: str, command: str, props: Dict[str, Any], cast: bool = False) -> bytes:
-    message = {'id': msg_id, 'command': command, 'properties': props}
-    if cast:
-        message['msg_type'] = 'cast'
-    return json.dumps(message).encode('utf-8')
+class _Request:
+    """A request on its way: sent once circusd is connected, unless its time is up."""
+
+    __slots__ = ('command', 'payload', 'future', 'expiry', 'sent')
+
+    def __init__(self, command: str, payload: bytes, future) -> None:
+        self.command = command
+        self.payload = payload
+        self.future = future  # None for a cast
+        self.expiry = None
+        self.sent = False
 
 
 class Client:
@@ -151,29 +195,24 @@ class Client:
         self.socket = socket
         self.loop = loop
         self.label = label
-        self._pending: Dict[str, tuple] = {}
+        self._pending: Dict[str, _Request] = {}
         self._closed = False
         loop.add_handler(socket, self._on_ready, IOLoop.READ)
 
-    def cast(self, command: str, props: Dict[str, Any]) -> None:
-        """Send ``command`` with no reply expected. Errors are logged, not raised."""
-        try:
-            self._send(command, _encode(new_id(), command, props, cast=True))
-        except CallError as exc:
-            log.error('plugin %s: cast %r not sent: %s', self.label, command, exc)
+    def cast(self, command: str, props: Dict[str, Any], timeout: float) -> None:
+        """Send ``command`` with no reply expected, if circusd is connected within
+        ``timeout`` seconds. Errors are logged, not raised."""
+        msg_id = new_id()
+        self._submit(msg_id, _Request(command, _encode(msg_id, command, props, True), None),
+                     timeout)
 
     def start_request(self, command: str, props: Dict[str, Any], future,
                       timeout: float) -> None:
         """Send ``command``; resolve ``future`` with the reply, or :class:`CallError`
         after ``timeout`` seconds."""
         msg_id = new_id()
-        try:
-            self._send(command, _encode(msg_id, command, props))
-        except CallError as exc:
-            future.set_exception(exc)
-            return
-        expiry = self.loop.call_later(timeout, self._expire, msg_id, command, timeout)
-        self._pending[msg_id] = (future, expiry)
+        self._submit(msg_id, _Request(command, _encode(msg_id, command, props), future),
+                     timeout)
 
     async def call(self, command: str, props: Dict[str, Any], timeout: float,
                    busy_retry: float = 0.0) -> Dict[str, Any]:
@@ -197,10 +236,15 @@ class Client:
         Replies to other requests that arrive meanwhile go to their futures.
         """
         def attempt():
+            if self._closed:
+                raise CallError('plugin %s is stopped' % self.label)
             msg_id = new_id()
-            self._send(command, _encode(msg_id, command, props))
+            deadline = time.monotonic() + timeout
+            _send_blocking(self.socket, _encode(msg_id, command, props), command,
+                           deadline, timeout)
             try:
-                return _wait_reply(self.socket, msg_id, command, timeout, self._resolve)
+                return _wait_reply(self.socket, msg_id, command, deadline, timeout,
+                                   self._resolve)
             finally:
                 # Our reads may have swallowed the fd's signal for replies still queued.
                 self.loop.add_callback(self._drain)
@@ -213,20 +257,37 @@ class Client:
         self._closed = True
         self.loop.remove_handler(self.socket)
         pending, self._pending = self._pending, {}
-        for future, expiry in pending.values():
-            self.loop.remove_timeout(expiry)
-            if not future.done():
-                future.set_exception(CallError('plugin %s stopped before circusd '
-                                               'answered' % self.label))
+        for request in pending.values():
+            self.loop.remove_timeout(request.expiry)
+            if request.future is not None and not request.future.done():
+                request.future.set_exception(CallError(
+                    'plugin %s stopped before circusd answered' % self.label))
 
-    def _send(self, command: str, payload: bytes) -> None:
+    def _submit(self, msg_id: str, request: _Request, timeout: float) -> None:
         if self._closed:
-            raise CallError('plugin %s is stopped' % self.label)
+            exc = CallError('%r: plugin %s is stopped' % (request.command, self.label))
+            if request.future is None:
+                log.error('plugin %s: cast not sent: %s', self.label, exc)
+            else:
+                request.future.set_exception(exc)
+            return
+        request.expiry = self.loop.call_later(timeout, self._expire, msg_id, timeout)
+        self._pending[msg_id] = request
+        self._try_send(msg_id)
+
+    def _try_send(self, msg_id: str) -> None:
+        request = self._pending.get(msg_id)
+        if request is None or self._closed:
+            return  # expired or stopped meanwhile: it must never leave now
         try:
-            self.socket.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            raise CallError('%r: circusd is not taking commands (send queue full)'
-                            % command) from None
+            self.socket.send(request.payload, zmq.NOBLOCK)
+        except zmq.Again:  # circusd is not connected (yet, or any more)
+            self.loop.call_later(_SEND_RETRY, self._try_send, msg_id)
+            return
+        request.sent = True
+        if request.future is None:  # a cast is done once it has left
+            self._pending.pop(msg_id)
+            self.loop.remove_timeout(request.expiry)
         # Sending processes the socket's pending commands and can swallow the fd's signal
         # for replies that are already queued.
         if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -247,17 +308,24 @@ class Client:
                 self._resolve(reply)
 
     def _resolve(self, reply: Dict[str, Any]) -> None:
-        entry = self._pending.pop(reply.get('id'), None)
-        if entry is None:
+        request = self._pending.get(reply.get('id'))
+        if request is None or request.future is None:
             log.debug('plugin %s: dropped a late reply %r', self.label, reply.get('id'))
             return
-        future, expiry = entry
-        self.loop.remove_timeout(expiry)
-        if not future.done():
-            future.set_result(reply)
+        del self._pending[reply['id']]
+        self.loop.remove_timeout(request.expiry)
+        if not request.future.done():
+            request.future.set_result(reply)
 
-    def _expire(self, msg_id: str, command: str, timeout: float) -> None:
-        entry = self._pending.pop(msg_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(CallError('%r: no reply from circusd within %s s'
-                                             % (command, timeout)))
+    def _expire(self, msg_id: str, timeout: float) -> None:
+        request = self._pending.pop(msg_id, None)
+        if request is None:
+            return
+        if not request.sent:
+            problem = 'not sent, circusd is not connected (waited %s s)' % timeout
+        else:
+            problem = 'no reply from circusd within %s s' % timeout
+        if request.future is None:
+            log.error('plugin %s: cast %r %s', self.label, request.command, problem)
+        elif not request.future.done():
+            request.future.set_exception(CallError('%r: %s' % (request.command, problem)))

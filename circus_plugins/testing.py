@@ -223,6 +223,18 @@ class Circusd:
             except (ProcessLookupError, PermissionError):
                 pass
 
+    def kill(self) -> None:
+        """Kill circusd and every process it runs at once (SIGKILL), as a crash would.
+
+        :meth:`start` runs it again on the same endpoints; :meth:`stop` still ends it.
+        """
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        if self._socket is not None:  # its replies, if any, died with circusd
+            self._socket.close()
+            self._socket = None
+
     def _close(self) -> None:
         if self._socket is not None:
             self._socket.close()
