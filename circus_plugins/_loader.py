@@ -9,7 +9,8 @@ def load_plugin_class(name: str) -> type:
 
     ``name`` is ``package.module.Class`` or ``package.module:Class``. Raises
     :class:`PluginLoadError`, naming ``name``, when it does not import or is not a
-    :class:`~circus_plugins.CircusPlugin` subclass.
+    subclass of :class:`~circus_plugins.CircusPlugin` or of circus 0.19's own base
+    (see :func:`is_circus_plugin`).
     """
     from .plugin import CircusPlugin
 
@@ -31,7 +32,17 @@ def load_plugin_class(name: str) -> type:
         except AttributeError:
             raise PluginLoadError('plugin %r: module %r has no attribute %r'
                                   % (name, module_name, attr_path)) from None
-    if not (isinstance(obj, type) and issubclass(obj, CircusPlugin)):
+    if not (isinstance(obj, type) and (issubclass(obj, CircusPlugin)
+                                       or is_circus_plugin(obj))):
         raise PluginLoadError('plugin %r: %r is not a subclass of '
                               'circus_plugins.CircusPlugin' % (name, obj))
     return obj
+
+
+def is_circus_plugin(cls: type) -> bool:
+    """Whether ``cls`` derives from circus 0.19's ``circus.plugins.CircusPlugin``.
+
+    Told by name, so that asking never imports circus.
+    """
+    return any(base.__name__ == 'CircusPlugin' and base.__module__ == 'circus.plugins'
+               for base in getattr(cls, '__mro__', ()))

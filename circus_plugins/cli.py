@@ -7,13 +7,15 @@ Bad input ends it with one line on stderr and exit status 2.
 import argparse
 import logging
 import logging.handlers
+import signal
 import sys
 import traceback
 from typing import List, Optional
 from urllib.parse import urlparse
 
 from . import __version__
-from ._loader import load_plugin_class
+from ._endpoint import check_endpoint, check_ssh_server
+from ._loader import is_circus_plugin, load_plugin_class
 from .config import (DEFAULT_CHECK_DELAY, DEFAULT_ENDPOINT, DEFAULT_PUBSUB, decode_config,
                      read_ini_plugin, to_number)
 from .errors import CircusPluginError, ConfigError
@@ -92,6 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # a plugin's own constructor refusing its options
         return _fail('%s: %s' % (type(exc).__name__, exc), debug)
     log.info('Starting')
+    if is_circus_plugin(type(plugin)):
+        return _run_circus_plugin(plugin)
     status = 0
     try:
         plugin.start()
@@ -117,8 +121,12 @@ def _build(parser, args):
         parser.print_usage(sys.stderr)
         raise ConfigError('no plugin given: name a plugin class or use --ini PATH NAME')
     config.update(decode_config(args.config))
-    endpoint = args.endpoint or endpoint
-    pubsub = args.pubsub or pubsub
+    where = '--ini %s: ' % args.ini[0] if args.ini else ''
+    endpoint = check_endpoint(args.endpoint or endpoint,
+                              '--endpoint' if args.endpoint else where + 'endpoint')
+    pubsub = check_endpoint(args.pubsub or pubsub,
+                            '--pubsub' if args.pubsub else where + 'pubsub_endpoint')
+    check_ssh_server(args.ssh, '--ssh')
     if args.check_delay is not None:
         check_delay = to_number(args.check_delay, '--check-delay', minimum=0)
     factory = load_plugin_class(name)
@@ -126,6 +134,32 @@ def _build(parser, args):
     log.info('Endpoint: %r', endpoint)
     log.info('Pub/sub: %r', pubsub)
     return factory(endpoint, pubsub, check_delay, args.ssh, **config)
+
+
+def _run_circus_plugin(plugin) -> int:
+    """Run a plugin built on circus 0.19's own base as circus's runner does: its
+    ``start()`` runs the loop in this thread, and ``stop()`` follows. SIGTERM stops it
+    like Ctrl-C, where circus's runner would die without ``handle_stop()``."""
+    log.info('plugin %s derives from circus.plugins.CircusPlugin (circus 0.19\'s base): '
+             'running it as circus 0.19 would', plugin.name or type(plugin).__name__)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt()
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    status = 0
+    try:
+        plugin.start()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        log.error('plugin %s failed: %s', plugin.name, exc,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+        status = 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        log.info('Stopping')
+        plugin.stop()
+    return status
 
 
 def _fail(problem, debug: bool) -> int:

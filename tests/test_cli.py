@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from circus_plugins.testing import EventRecorder, wait_connected, wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, wait_connected, wait_for
 from conftest import PLUGIN_ENV
 
 
@@ -91,6 +91,13 @@ def test_sigint_and_ini_section(circusd, tmp_path):
     (['--config', 'filename:x:::active:perhaps', 'sample_plugins.Logger'], "'perhaps'"),
     (['--ini', '/nonexistent.ini', 'x'], '/nonexistent.ini'),
     ([], 'no plugin'),
+    (['--endpoint', '127.0.0.1:5555', 'sample_plugins.ConfigDump'],
+     "--endpoint: '127.0.0.1:5555'"),
+    (['--pubsub', 'tcp://127.0.0.1:notaport', 'sample_plugins.ConfigDump'],
+     "--pubsub: 'tcp://127.0.0.1:notaport'"),
+    (['--endpoint', 'tcp://127.0.0.1:65536', 'sample_plugins.ConfigDump'],
+     "--endpoint: 'tcp://127.0.0.1:65536'"),
+    (['--ssh', 'me@host:22:x', 'sample_plugins.ConfigDump'], "--ssh: 'me@host:22:x'"),
 ])
 def test_bad_input_is_one_line_and_status_2(args, culprit):
     result = run_cli(*args)
@@ -120,3 +127,39 @@ def test_signal_during_handle_init_still_stops_gracefully(tmp_path):
                      stderr=subprocess.DEVNULL)
     assert signal_once_dumped(proc, dump, signal.SIGINT) == 0
     assert dump.read_text().splitlines()[-1] == 'stopped'
+
+
+def test_a_bad_endpoint_in_a_circus_ini_is_named(tmp_path):
+    ini = tmp_path / 'circus.ini'
+    ini.write_text('[circus]\nendpoint = tcp://127.0.0.1:notaport\n\n'
+                   '[plugin:dump]\nuse = sample_plugins.ConfigDump\ndump = x\n')
+    result = run_cli('--ini', str(ini), 'dump')
+    assert result.returncode == 2, result.stderr
+    assert "error: --ini %s: endpoint: 'tcp://127.0.0.1:notaport'" % ini in result.stderr
+
+
+def test_initialize_override_runs_under_circus_plugin(circusd, tmp_path):
+    dump = tmp_path / 'dump.txt'
+    with PluginProcess('sample_plugins.TimerInInitialize', circusd,
+                       config={'dump': dump}, env=PLUGIN_ENV) as plugin:
+        wait_for(lambda: dump.exists() and dump.read_text().count('tick ok') >= 2,
+                 what='ticks of the timer started in initialize()')
+    assert plugin.returncode == 0, plugin.log()
+    assert dump.read_text().startswith('handle_init\ninitialize context=True')
+
+
+def test_a_plugin_on_circus_base_runs_as_circus_would(circusd, tmp_path):
+    dump = tmp_path / 'dump.txt'
+    with PluginProcess('sample_plugins.CircusBased', circusd, config={'dump': dump},
+                       env=PLUGIN_ENV) as plugin:
+        wait_for(lambda: dump.exists() and 'init' in dump.read_text(),
+                 what='the plugin to start')
+        wait_connected(plugin.pid, circusd.pubsub_endpoint)
+
+        def got_an_event():
+            circusd.call('incr', name='sleeper')
+            return 'watcher.sleeper.spawn' in dump.read_text()
+        wait_for(got_an_event, what='an event to reach the plugin', interval=0.1)
+    assert plugin.returncode == 0, plugin.log()
+    assert dump.read_text().splitlines()[-1] == 'stopped'  # SIGTERM ran handle_stop
+    assert "derives from circus.plugins.CircusPlugin (circus 0.19's base)" in plugin.log()
