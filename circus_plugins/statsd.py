@@ -190,12 +190,12 @@ class StatsdClient(_Metrics):
             info = socket.getaddrinfo(self.host, self.port, socket.AF_INET,
                                       socket.SOCK_DGRAM)
             self._address = info[0][4]
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: 'a..b', a label too long
             self._next_lookup = now + _RESOLVE_RETRY
             self._failed('looking up %r' % self.host, exc)
         return self._address
 
-    def _failed(self, doing: str, exc: OSError) -> None:
+    def _failed(self, doing: str, exc: Exception) -> None:
         self.errors += 1
         kind = (doing, type(exc), getattr(exc, 'errno', None))
         if kind not in self._logged:

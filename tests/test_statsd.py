@@ -91,6 +91,14 @@ def test_send_errors_are_counted_and_logged_once(caplog):
     client.stop()
 
 
+@pytest.mark.parametrize('host', ['a..b', 'x' * 64 + '.example'])
+def test_a_host_name_that_cannot_be_encoded_is_a_failed_lookup(host):
+    client = StatsdClient(host, 8125)  # no UnicodeError from the IDNA codec
+    client.increment('a')
+    assert client.errors == 2 and client.sent == 0
+    client.stop()
+
+
 def test_human_to_bytes():
     assert human_to_bytes('1.5K') == 1536 and human_to_bytes('2M') == 2 << 20
     assert human_to_bytes('10') == 10
