@@ -10,7 +10,7 @@ from typing import Any
 from .errors import ConfigError
 
 # tcp://HOST:PORT, HOST a name, an IPv4 address or a bracketed IPv6 address.
-_TCP = re.compile(r'(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@;]+):(?P<port>[0-9]{1,5})')
+_TCP = re.compile(r'(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@;*]+):(?P<port>[0-9]{1,5})')
 # [user@]host[:port]
 _SSH = re.compile(r'(?:[^\s@:]+@)?(?P<host>[^\s@:/]+)(?::(?P<port>[0-9]{1,5}))?')
 
