@@ -3,12 +3,12 @@
 A plugin subscribes to circusd's events and sends it commands; see :class:`CircusPlugin`.
 """
 from .config import decode_config, encode_config, get_plugin_cmd
-from .errors import CallError, CircusPluginError, ConfigError, PluginLoadError
+from .errors import CallError, CircusPluginError, ConfigError, MalformedEvent, PluginLoadError
 from .periodic import PeriodicPlugin
 from .plugin import CircusPlugin
 
 __version__ = '0.1.0'
 
 __all__ = ['CircusPlugin', 'PeriodicPlugin', 'CallError', 'CircusPluginError', 'ConfigError',
-           'PluginLoadError', 'get_plugin_cmd', 'encode_config', 'decode_config',
-           '__version__']
+           'MalformedEvent', 'PluginLoadError', 'get_plugin_cmd', 'encode_config',
+           'decode_config', '__version__']

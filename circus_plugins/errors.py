@@ -23,3 +23,10 @@ class ConfigError(CircusPluginError, ValueError):
 
 class PluginLoadError(CircusPluginError, ImportError):
     """A plugin name does not import, or does not name a :class:`CircusPlugin` subclass."""
+
+
+class MalformedEvent(CircusPluginError, ValueError):
+    """An event that cannot be read; ``str()`` says why (without the whole payload).
+
+    Raised by :func:`circus_plugins.events.parse_event`.
+    """

@@ -31,7 +31,7 @@ import re
 import types
 from typing import Any, Container, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
-from .errors import CircusPluginError
+from .errors import MalformedEvent
 
 log = logging.getLogger('circus_plugins')
 
@@ -53,10 +53,6 @@ _NO_FIELDS: Mapping[str, Any] = types.MappingProxyType({})
 #: reads only topics (StatsdEmitter) would otherwise spend most of its time here.
 _topics: Dict[Union[bytes, str], Tuple[str, str]] = {}
 _MAX_TOPICS = 4096
-
-
-class MalformedEvent(CircusPluginError, ValueError):
-    """An event that cannot be read; ``str()`` says why (without the whole payload)."""
 
 
 class Event(NamedTuple):

@@ -35,6 +35,7 @@ from ._client import Client, ThreadCaller, new_dealer
 from ._endpoint import check_endpoint, check_ssh_server
 from .config import to_bool, to_number
 from .errors import CallError, ConfigError
+from .events import shorten
 
 log = logging.getLogger('circus_plugins')
 
@@ -422,8 +423,8 @@ class CircusPlugin(metaclass=_PluginMeta):
             try:
                 handle((frames[0], frames[1]))
             except Exception:
-                log.exception('plugin %s: handle_recv failed on %r',
-                              self.name, frames[0])
+                log.exception('plugin %s: handle_recv failed on %s',
+                              self.name, shorten(frames[0]))
             if self.__paused:  # stop() called from the handler
                 return
         # More may be queued, and the fd will not signal them again: come back after
