@@ -15,6 +15,7 @@ from typing import Optional
 
 from tornado.ioloop import PeriodicCallback
 
+from .config import MAX_SECONDS
 from .plugin import CircusPlugin
 
 log = logging.getLogger('circus_plugins')
@@ -33,7 +34,7 @@ class PeriodicPlugin(CircusPlugin):
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.loop_rate = self.option('loop_rate', self.default_loop_rate, float,
-                                     minimum=0.01)
+                                     minimum=0.01, maximum=MAX_SECONDS)
         self._period: Optional[PeriodicCallback] = None
         self._looking = False
 

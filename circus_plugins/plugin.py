@@ -33,7 +33,7 @@ from tornado.ioloop import IOLoop
 
 from ._client import Client, ThreadCaller, new_dealer
 from ._endpoint import check_endpoint, check_ssh_server
-from .config import to_bool, to_number
+from .config import MAX_SECONDS, to_bool, to_number
 from .errors import CallError, ConfigError
 from .events import shorten
 
@@ -131,9 +131,11 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.endpoint = endpoint
         self.pubsub_endpoint = pubsub_endpoint
         self.ssh_server = ssh_server
-        self.check_delay = self.__convert('check_delay', check_delay, float, minimum=0)
+        self.check_delay = self.__convert('check_delay', check_delay, float, minimum=0,
+                                          maximum=MAX_SECONDS)
         self.active = self.option('active', True, bool)
-        self.call_timeout = self.option('call_timeout', 5.0, float, minimum=0.001)
+        self.call_timeout = self.option('call_timeout', 5.0, float, minimum=0.001,
+                                        maximum=MAX_SECONDS)
         self.loop = IOLoop(make_current=False)
         self.running = False
         #: The plugin's ZeroMQ context while it runs, as in circus 0.19: sockets a plugin
