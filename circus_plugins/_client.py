@@ -84,13 +84,15 @@ def _send_blocking(socket: zmq.Socket, payload: bytes, command: str,
                    deadline: float, timeout: float) -> None:
     """Send ``payload`` once circusd is connected, waiting until ``deadline``
     (:func:`time.monotonic`); ``timeout`` is for the message."""
-    wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
-    if socket.poll(wait_ms, zmq.POLLOUT):
-        try:
+    while True:
+        try:  # first without a poll: connected is the common case, and a poll costs
             socket.send(payload, zmq.NOBLOCK)
             return
-        except zmq.Again:  # the connection went away between the poll and the send
+        except zmq.Again:  # not connected (yet, or any more)
             pass
+        wait_ms = int((deadline - time.monotonic()) * 1000)
+        if wait_ms <= 0 or not socket.poll(wait_ms, zmq.POLLOUT):
+            break
     raise CallError('%r: not sent, circusd is not connected (waited %s s)'
                     % (command, timeout))
 
