@@ -376,20 +376,14 @@ def test_stop_racing_start_background_leaves_nothing_running():
         plugin = Collector(*endpoints, 1.0, call_timeout='2')
         gate = threading.Barrier(3)
 
-        def starter():
+        def at_the_gate(method):
             gate.wait()
             try:
-                plugin.start_background()
+                method()
             except Exception as exc:
-                errors.append(('start_background', exc))
-
-        def stopper():
-            gate.wait()
-            try:
-                plugin.stop()
-            except Exception as exc:
-                errors.append(('stop', exc))
-        threads = [threading.Thread(target=f) for f in (starter, stopper, stopper)]
+                errors.append((method.__name__, exc))
+        threads = [threading.Thread(target=at_the_gate, args=(method,))
+                   for method in (plugin.start_background, plugin.stop, plugin.stop)]
         for thread in threads:
             thread.start()
         for thread in threads:
