@@ -21,23 +21,24 @@ Write a plugin by subclassing and implementing :meth:`~CircusPlugin.handle_recv`
 import asyncio
 import inspect
 import json
-import logging
 import signal
 import threading
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import TimeoutError as ThreadTimeout
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import zmq
 from tornado.ioloop import IOLoop
 
 from ._client import Client, ThreadCaller, new_dealer
 from ._endpoint import check_endpoint, check_ssh_server
+from ._log import plugin_logger
 from .config import MAX_SECONDS, to_bool, to_number
 from .errors import CallError, ConfigError
 from .events import shorten
 
-log = logging.getLogger('circus_plugins')
+#: Seconds during which :meth:`CircusPlugin.change_state` asks a busy circusd again.
+BUSY_RETRY = 30.0
 
 #: Events handled in one wake-up of the loop before timers and replies get a turn.
 _BURST = 512
@@ -131,12 +132,16 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.endpoint = endpoint
         self.pubsub_endpoint = pubsub_endpoint
         self.ssh_server = ssh_server
+        #: The plugin's logger, ``circus_plugins.<name>``.
+        self.log = plugin_logger(self.name)
         self.check_delay = self.__convert('check_delay', check_delay, float, minimum=0,
                                           maximum=MAX_SECONDS)
         self.active = self.option('active', True, bool)
         self.call_timeout = self.option('call_timeout', 5.0, float, minimum=0.001,
                                         maximum=MAX_SECONDS)
-        self.loop = IOLoop(make_current=False)
+        #: The plugin's tornado IOLoop, run by the plugin thread: made when the plugin
+        #: starts (a constructor opens nothing), there before :meth:`handle_init` runs.
+        self.loop: Optional[IOLoop] = None
         self.running = False
         #: The plugin's ZeroMQ context while it runs, as in circus 0.19: sockets a plugin
         #: makes from it on the plugin thread are closed when the plugin stops.
@@ -157,25 +162,35 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.__paused = False
         self.__ready: ThreadFuture = ThreadFuture()  # the start's outcome
 
-    def option(self, key: str, default: Any, kind: type = str, *,
-               minimum: Optional[float] = None, maximum: Optional[float] = None) -> Any:
+    def option(self, key: str, default: Any, kind: Callable = str, *,
+               minimum: Optional[float] = None, maximum: Optional[float] = None,
+               **convert_args: Any) -> Any:
         """Read option ``key`` of :attr:`config` as ``kind``, or ``default`` if absent.
 
-        ``kind`` is ``str``, ``int``, ``float`` or ``bool``; booleans read as circus reads
-        them (``true``, ``yes``, ``1``, ``on``...). A value that does not convert, or is
-        outside ``minimum``..``maximum``, raises :class:`ConfigError` naming the plugin,
-        option and value.
+        ``kind`` is ``str``, ``int``, ``float`` or ``bool`` (booleans read as circus reads
+        them: ``true``, ``yes``, ``1``, ``on``...), or a converter called as
+        ``kind(value, key, **convert_args)`` that returns the value or raises
+        :class:`ConfigError` (:func:`~circus_plugins.config.to_signum`,
+        :func:`~circus_plugins.config.to_host`, a regex compiler...). A ``default`` of
+        ``None`` is returned as it is when the option is absent. A value that does not
+        convert, or is outside ``minimum``..``maximum``, raises :class:`ConfigError`
+        naming the plugin, option and value. Thread-safe (it only reads).
         """
-        return self.__convert(key, self.config.get(key, default), kind, minimum, maximum)
+        if default is None and key not in self.config:
+            return None
+        return self.__convert(key, self.config.get(key, default), kind, minimum, maximum,
+                              convert_args)
 
-    def __convert(self, key, value, kind, minimum=None, maximum=None):
+    def __convert(self, key, value, kind, minimum=None, maximum=None, convert_args=None):
         try:
             if kind is bool:
                 return to_bool(value, key)
             if kind in (int, float):
                 return to_number(value, key, minimum=minimum, maximum=maximum,
                                  integer=kind is int)
-            return kind(value)
+            if kind is str:
+                return str(value)
+            return kind(value, key, **(convert_args or {}))
         except ConfigError as exc:
             raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
 
@@ -214,8 +229,7 @@ class CircusPlugin(metaclass=_PluginMeta):
                 self.start_background()
                 self.__stopped.wait()
             except _Interrupted as exc:
-                log.info('plugin %s: got %s, stopping',
-                         self.name, signal.Signals(exc.args[0]).name)
+                self.log.info('got %s, stopping', signal.Signals(exc.args[0]).name)
             finally:
                 waiting[0] = False
         finally:
@@ -241,11 +255,12 @@ class CircusPlugin(metaclass=_PluginMeta):
                 raise RuntimeError('plugin %s was already started' % self.name)
             self.__started = True
             if self.__stopping:
-                log.debug('plugin %s: stopped before it started', self.name)
+                self.log.debug('stopped before it started')
                 return self
             if not self.active:
-                log.info('plugin %s is not active: waiting to be stopped', self.name)
+                self.log.info('not active: waiting to be stopped')
                 return self
+            self.loop = IOLoop(make_current=False)
             thread = threading.Thread(target=self.__run, name='plugin-%s' % self.name,
                                       daemon=True)
             thread.start()
@@ -270,15 +285,14 @@ class CircusPlugin(metaclass=_PluginMeta):
             first = not self.__stopping
             self.__stopping = True
             thread = self.__thread
-        if first and thread is None:  # never started, or inactive
-            self.loop.close()
+        if first and thread is None:  # never started, or inactive: nothing was made
             self.__stopped.set()
         elif first and self.__started_fine():
             self.__pause_events()
             try:
                 self.handle_stop()
             except Exception:
-                log.exception('plugin %s: handle_stop failed', self.name)
+                self.log.exception('handle_stop failed')
             try:
                 self.loop.add_callback(self.__shutdown)
             except RuntimeError:
@@ -316,7 +330,7 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.loop.add_callback(pause)
             done.result(timeout=self.call_timeout)
         except (RuntimeError, ThreadTimeout):
-            log.warning('plugin %s: still busy in a handler; stopping anyway', self.name)
+            self.log.warning('still busy in a handler; stopping anyway')
 
     def __enter__(self) -> 'CircusPlugin':
         return self.start_background()
@@ -339,7 +353,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         try:
             self.loop.start()
         except Exception:
-            log.exception('plugin %s: the event loop failed', self.name)
+            self.log.exception('the event loop failed')
         finally:
             self.running = False
             self.__close()
@@ -419,14 +433,12 @@ class CircusPlugin(metaclass=_PluginMeta):
             except zmq.Again:
                 return
             if len(frames) != 2:
-                log.warning('plugin %s: ignored an event of %d frames',
-                            self.name, len(frames))
+                self.log.warning('ignored an event of %d frames', len(frames))
                 continue
             try:
                 handle((frames[0], frames[1]))
             except Exception:
-                log.exception('plugin %s: handle_recv failed on %s',
-                              self.name, shorten(frames[0]))
+                self.log.exception('handle_recv failed on %s', shorten(frames[0]))
             if self.__paused:  # stop() called from the handler
                 return
         # More may be queued, and the fd will not signal them again: come back after
@@ -482,20 +494,25 @@ class CircusPlugin(metaclass=_PluginMeta):
         client = self.__require_client(command)
         return await client.call(command, props, self.call_timeout, busy_retry)
 
-    async def change_state(self, command: str, *, busy_retry: float = 30.0,
-                           **props: Any) -> Dict[str, Any]:
-        """Send a command that must happen (``stop``, ``start``, ``restart``, ``kill``,
-        ``signal``...) and return circusd's reply; for coroutines on :attr:`loop`.
+    async def ask(self, command: str, *, busy_retry: float = 0.0,
+                  **props: Any) -> Dict[str, Any]:
+        """Send ``command`` and return circusd's reply; for coroutines on :attr:`loop`.
 
-        While circusd is busy with another command it is asked again, for up to
-        ``busy_retry`` seconds. It never raises :class:`CallError`: no reply comes back
-        as ``{'status': 'error', 'reason': ...}``, so the caller checks ``status`` once
-        and logs what happened.
+        It never raises: no reply comes back as ``{'status': 'error', 'reason': ...}``,
+        so the caller checks ``status`` once and logs what happened. ``busy_retry`` is
+        as for :meth:`call_async`.
         """
         try:
             return await self.call_async(command, busy_retry=busy_retry, **props)
         except CallError as exc:
             return {'status': 'error', 'reason': str(exc)}
+
+    async def change_state(self, command: str, *, busy_retry: float = BUSY_RETRY,
+                           **props: Any) -> Dict[str, Any]:
+        """:meth:`ask` for a command that must happen (``stop``, ``start``, ``restart``,
+        ``kill``, ``signal``...): while circusd is busy with another command it is asked
+        again, for up to ``busy_retry`` seconds (default :data:`BUSY_RETRY`)."""
+        return await self.ask(command, busy_retry=busy_retry, **props)
 
     def cast(self, command: str, **props: Any) -> None:
         """Send ``command`` to circusd without waiting for a reply (thread-safe).

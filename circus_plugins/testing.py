@@ -12,8 +12,12 @@ with a deadline instead of sleeping::
 
 Nothing here is thread-safe: use each object from one thread.
 """
+import asyncio
+import inspect
 import itertools
+import json
 import os
+import queue
 import random
 import signal
 import socket
@@ -28,7 +32,8 @@ import zmq
 from ._client import is_busy
 from .config import encode_config
 
-__all__ = ['Circusd', 'EventRecorder', 'PluginProcess', 'UdpReceiver', 'free_port',
+__all__ = ['Circusd', 'EventRecorder', 'PluginProcess', 'ScriptedCircusd', 'UdpReceiver',
+           'free_port',
            'wait_connected', 'wait_for']
 
 
@@ -334,6 +339,123 @@ class PluginProcess:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class ScriptedCircusd:
+    """circusd's replies to one plugin, scripted: for tests of a plugin's rules.
+
+    It stands in for circusd behind :meth:`~circus_plugins.CircusPlugin.call_async` (so
+    behind :meth:`~circus_plugins.CircusPlugin.ask` and
+    :meth:`~circus_plugins.CircusPlugin.change_state` too), records every command, feeds
+    events to ``handle_recv`` on the plugin's loop, and waits until the plugin has
+    handled what it was given::
+
+        plugin = Flapping('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 0.0)
+        with ScriptedCircusd(plugin, {'options': {'status': 'ok', 'options': {}}}) as circusd:
+            circusd.feed('web', 'reap', process_pid=12, time=time.time())
+            circusd.feed('web', 'reap', process_pid=13, time=time.time())
+            assert circusd.next_command() == ('stop', {'name': 'web'})
+
+    :param plugin: the plugin, not started; the endpoints need not answer.
+    :param replies: ``{command: reply}``; a reply is a dict, or a function (plain or
+        ``async``) called with the command's properties that returns one or raises
+        :exc:`~circus_plugins.CallError` (no reply). Other commands get
+        ``{'status': 'ok'}``.
+
+    :attr:`escaped` collects what a plugin must never let out: exceptions from
+    ``handle_recv`` and what reached the loop's exception handler. Use it from one thread.
+    """
+
+    def __init__(self, plugin, replies: Optional[Mapping[str, Any]] = None) -> None:
+        self.plugin = plugin
+        self.replies = dict(replies or {})
+        #: ``(command, properties)`` of each command, in order.
+        self.commands: 'queue.Queue[Tuple[str, Dict[str, Any]]]' = queue.Queue()
+        #: Exceptions and exception-handler contexts that escaped the plugin.
+        self.escaped: List[Any] = []
+        plugin.call_async = self._answer
+
+    async def _answer(self, command: str, *, busy_retry: float = 0.0,
+                      **props: Any) -> Dict[str, Any]:
+        self.commands.put((command, props))
+        reply = self.replies.get(command, {'status': 'ok'})
+        if callable(reply):
+            reply = reply(**props)
+            if inspect.isawaitable(reply):
+                reply = await reply
+        return dict(reply)
+
+    def start(self) -> 'ScriptedCircusd':
+        """Start the plugin (``start_background()``)."""
+        self.plugin.start_background()
+        self.on_loop(lambda: self.plugin.loop.asyncio_loop.set_exception_handler(
+            lambda loop, context: self.escaped.append(context)))
+        return self
+
+    def stop(self) -> None:
+        self.plugin.stop()
+
+    def __enter__(self) -> 'ScriptedCircusd':
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def on_loop(self, function: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``function()`` on the plugin's loop, after what is queued there; return
+        its result or raise its exception here."""
+        done: 'queue.Queue[Tuple[bool, Any]]' = queue.Queue()
+
+        def run():
+            try:
+                done.put((True, function()))
+            except BaseException as exc:
+                done.put((False, exc))
+        self.plugin.loop.add_callback(run)
+        ok, value = done.get(timeout=timeout)
+        if not ok:
+            raise value
+        return value
+
+    def feed(self, watcher: str, action: str, **fields: Any) -> None:
+        """Hand the plugin the event ``watcher.<watcher>.<action>`` with ``fields`` as
+        its JSON body, on its loop, and wait until it has handled it (:meth:`settle`)."""
+        self.feed_raw((('watcher.%s.%s' % (watcher, action)).encode(),
+                       json.dumps(fields).encode()))
+
+    def feed_raw(self, *events: Any) -> None:
+        """Hand the plugin ``events`` as they are (for malformed ones), then
+        :meth:`settle`."""
+        def run():
+            for data in events:
+                try:
+                    self.plugin.handle_recv(data)
+                except Exception as exc:
+                    self.escaped.append(exc)
+        self.on_loop(run)
+        self.settle()
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the plugin's loop has run what was queued and every task it
+        started has finished: after this, whatever the plugin was going to do about what
+        it was given, it has done."""
+        loop = self.plugin.loop.asyncio_loop
+
+        def idle():
+            return not [t for t in asyncio.all_tasks(loop) if not t.done()]
+        wait_for(lambda: self.on_loop(idle) and self.on_loop(idle), timeout, interval=0,
+                 what='the plugin to finish what it was given')
+
+    def next_command(self, timeout: float = 3.0) -> Tuple[str, Dict[str, Any]]:
+        """The next command sent, as ``(command, properties)``; waits up to ``timeout``
+        seconds (:class:`queue.Empty` if none)."""
+        return self.commands.get(timeout=timeout)
+
+    def no_command(self) -> bool:
+        """Once the plugin has settled: whether it sent no command that was not taken
+        with :meth:`next_command`."""
+        self.settle()
+        return self.commands.empty()
 
 
 class EventRecorder:

@@ -13,8 +13,22 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tornado.ioloop import PeriodicCallback  # noqa: E402
+
 from circus_plugins.testing import Circusd  # noqa: E402
 from printer import Printer  # noqa: E402
+
+
+class PrinterAskingPids(Printer):
+    """The Printer, which also asks circusd for the pids of ``web`` every 3 seconds."""
+
+    def handle_init(self):
+        # Started here, on the plugin thread: the timer runs on the plugin's loop.
+        PeriodicCallback(self.ask_pids, 3000).start()
+
+    def ask_pids(self):
+        reply = self.call('list', name='web')
+        print('%-12s %-8s %s' % ('web', 'pids', reply.get('pids')), flush=True)
 
 
 def main() -> None:
@@ -28,22 +42,12 @@ def main() -> None:
         with Circusd(workdir, watchers=watchers) as circusd:
             print('circusd is up: commands on %s, events on %s'
                   % (circusd.endpoint, circusd.pubsub_endpoint), flush=True)
-            plugin = Printer(circusd.endpoint, circusd.pubsub_endpoint, 1.0)
-
-            def ask_pids():
-                reply = plugin.call('list', name='web')
-                print('%-12s %-8s %s' % ('web', 'pids', reply.get('pids')), flush=True)
-            plugin.loop.add_callback(lambda: _every(plugin, 3.0, ask_pids))
+            plugin = PrinterAskingPids(circusd.endpoint, circusd.pubsub_endpoint, 1.0)
             if args.seconds:
                 threading.Timer(args.seconds, plugin.stop).start()
             print('printing events; Ctrl-C to stop', flush=True)
             plugin.start()
         print('stopped', flush=True)
-
-
-def _every(plugin, seconds, function):
-    from tornado.ioloop import PeriodicCallback
-    PeriodicCallback(function, seconds * 1000).start()
 
 
 if __name__ == '__main__':

@@ -269,8 +269,6 @@ class Harness:
         self.records = []
         if script is not None:
             plugin.call_async = functools.partial(script, self)
-        plugin.loop.asyncio_loop.set_exception_handler(
-            lambda loop, context: self.escaped.append(context))
         self._handler = logging.Handler(logging.WARNING)
         self._handler.emit = self.records.append
         self._loggers = [logging.getLogger(name) for name in
@@ -280,6 +278,8 @@ class Harness:
         for logger in self._loggers:
             logger.addHandler(self._handler)
         self.plugin.start_background()
+        self.on_loop(lambda: self.plugin.loop.asyncio_loop.set_exception_handler(
+            lambda loop, context: self.escaped.append(context)))
         return self
 
     def __exit__(self, *exc_info):

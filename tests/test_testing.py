@@ -1,0 +1,52 @@
+"""circus_plugins.testing's ScriptedCircusd, the fake that plugin authors test rules with."""
+import pytest
+
+from circus_plugins import CallError, CircusPlugin
+from circus_plugins.testing import ScriptedCircusd
+
+NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 0.0)
+
+
+class StopsOnReap(CircusPlugin):
+    """Asks for the watcher's options, then stops it, at each reap."""
+
+    def handle_recv(self, data):
+        watcher, action, _ = self.split_data(data)
+        if action == 'reap':
+            self.loop.add_callback(self.react, watcher)
+        elif action == 'boom':
+            raise RuntimeError('boom')
+
+    async def react(self, watcher):
+        options = await self.ask('options', name=watcher)
+        if options['status'] == 'ok' and options['options'].get('stoppable', True):
+            await self.change_state('stop', name=watcher)
+
+
+def test_commands_are_answered_recorded_and_settled():
+    replies = {'options': lambda name: {'status': 'ok', 'options': {'stoppable': name != 'db'}}}
+    with ScriptedCircusd(StopsOnReap(*NOWHERE), replies) as circusd:
+        circusd.feed('web', 'reap', process_pid=12)
+        assert circusd.next_command(timeout=0) == ('options', {'name': 'web'})
+        assert circusd.next_command(timeout=0) == ('stop', {'name': 'web'})
+        circusd.feed('db', 'reap', process_pid=13)
+        assert circusd.next_command(timeout=0) == ('options', {'name': 'db'})
+        assert circusd.no_command()
+        assert circusd.escaped == []
+
+
+def test_no_reply_and_escapes_are_seen():
+    def no_reply(**props):
+        raise CallError('no reply')
+    with ScriptedCircusd(StopsOnReap(*NOWHERE), {'options': no_reply}) as circusd:
+        circusd.feed('web', 'reap')
+        assert circusd.next_command(timeout=0)[0] == 'options'
+        assert circusd.no_command()  # ask() turned the CallError into an error reply
+        circusd.feed('web', 'boom')
+        assert [type(e) for e in circusd.escaped] == [RuntimeError]
+
+
+def test_on_loop_raises_here():
+    with ScriptedCircusd(StopsOnReap(*NOWHERE)) as circusd:
+        with pytest.raises(ZeroDivisionError):
+            circusd.on_loop(lambda: 1 / 0)
