@@ -25,7 +25,7 @@ from tornado.ioloop import IOLoop
 
 from .errors import CallError
 
-log = logging.getLogger('circus_plugins')
+_log = logging.getLogger('circus_plugins')
 
 #: circusd's errno for "arbiter is already running <cmd> command".
 BUSY_ERRNO = 5
@@ -125,7 +125,7 @@ def _wait_reply(socket: zmq.Socket, msg_id: str, command: str, deadline: float,
             on_other(reply)
 
 
-def _decode(frame: bytes) -> Optional[Dict[str, Any]]:
+def _decode(frame: bytes, log: logging.Logger = _log) -> Optional[Dict[str, Any]]:
     try:
         reply = json.loads(frame)
     except ValueError:
@@ -191,12 +191,13 @@ class _Request:
 
 
 class Client:
-    """Sends commands on ``socket`` and routes replies; every method runs on ``loop``."""
+    """Sends commands on ``socket`` and routes replies; every method runs on ``loop``.
+    ``log`` is the plugin's logger."""
 
-    def __init__(self, socket: zmq.Socket, loop: IOLoop, label: str) -> None:
+    def __init__(self, socket: zmq.Socket, loop: IOLoop, log: logging.Logger) -> None:
         self.socket = socket
         self.loop = loop
-        self.label = label
+        self.log = log
         self._pending: Dict[str, _Request] = {}
         self._closed = False
         loop.add_handler(socket, self._on_ready, IOLoop.READ)
@@ -227,8 +228,8 @@ class Client:
             reply = await future
             if not is_busy(reply) or time.monotonic() + delay > deadline:
                 return reply
-            log.debug('plugin %s: circusd busy (%s), retrying %r in %.2f s',
-                      self.label, reply.get('reason'), command, delay)
+            self.log.debug('circusd busy (%s), retrying %r in %.2f s',
+                           reply.get('reason'), command, delay)
             await asyncio.sleep(delay)
 
     def call_blocking(self, command: str, props: Dict[str, Any], timeout: float,
@@ -239,7 +240,7 @@ class Client:
         """
         def attempt():
             if self._closed:
-                raise CallError('plugin %s is stopped' % self.label)
+                raise CallError('%r: the plugin is stopped' % command)
             msg_id = new_id()
             deadline = time.monotonic() + timeout
             _send_blocking(self.socket, _encode(msg_id, command, props), command,
@@ -263,13 +264,13 @@ class Client:
             self.loop.remove_timeout(request.expiry)
             if request.future is not None and not request.future.done():
                 request.future.set_exception(CallError(
-                    'plugin %s stopped before circusd answered' % self.label))
+                    '%r: the plugin stopped before circusd answered' % request.command))
 
     def _submit(self, msg_id: str, request: _Request, timeout: float) -> None:
         if self._closed:
-            exc = CallError('%r: plugin %s is stopped' % (request.command, self.label))
+            exc = CallError('%r: the plugin is stopped' % request.command)
             if request.future is None:
-                log.error('plugin %s: cast not sent: %s', self.label, exc)
+                self.log.error('cast not sent: %s', exc)
             else:
                 request.future.set_exception(exc)
             return
@@ -305,14 +306,14 @@ class Client:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            reply = _decode(frames[-1])
+            reply = _decode(frames[-1], self.log)
             if reply is not None:
                 self._resolve(reply)
 
     def _resolve(self, reply: Dict[str, Any]) -> None:
         request = self._pending.get(reply.get('id'))
         if request is None or request.future is None:
-            log.debug('plugin %s: dropped a late reply %r', self.label, reply.get('id'))
+            self.log.debug('dropped a late reply %r', reply.get('id'))
             return
         del self._pending[reply['id']]
         self.loop.remove_timeout(request.expiry)
@@ -328,6 +329,6 @@ class Client:
         else:
             problem = 'no reply from circusd within %s s' % timeout
         if request.future is None:
-            log.error('plugin %s: cast %r %s', self.label, request.command, problem)
+            self.log.error('cast %r %s', request.command, problem)
         elif not request.future.done():
             request.future.set_exception(CallError('%r: %s' % (request.command, problem)))

@@ -368,7 +368,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         # Long enough for a last cast to leave, short enough not to hang with circusd gone.
         dealer.linger = 1000
         self.__connect(dealer, self.endpoint, 'endpoint')
-        self.__client = Client(dealer, self.loop, self.name)
+        self.__client = Client(dealer, self.loop, self.log)
         self.loop.add_handler(self.__sub, self.__on_sub_ready, IOLoop.READ)
         # Events may already be queued and the socket's fd only signals changes.
         self.loop.add_callback(self.__drain_events)
