@@ -1,5 +1,4 @@
 import os
-import sys
 import threading
 
 import pytest
@@ -50,10 +49,6 @@ def no_leftover_threads():
     yield
     left = [t.name for t in threading.enumerate() if t.name.startswith('plugin-')]
     assert not left, 'plugin threads left running: %s' % left
-
-
-def python_cmd(*args):
-    return [sys.executable] + list(args)
 
 
 @pytest.fixture
