@@ -37,7 +37,6 @@ Everything started is stopped at the end, also on Ctrl-C.
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import signal
 import socket
@@ -51,6 +50,8 @@ import uuid
 
 import psutil
 import zmq
+
+from _child import Child
 
 TOPIC = b'watcher.bench.spawn'
 WARMUP = b'watcher.warmup.x'
@@ -115,29 +116,10 @@ def publisher_main(conn, cpus=None):
         ctx.term()
 
 
-class Publisher:
+class Publisher(Child):
     def __init__(self, cpus=None):
-        mp = multiprocessing.get_context('spawn')  # no fork with zmq contexts about
-        self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=publisher_main, args=(child, cpus),
-                               name='bench-publisher', daemon=True)
-        self.proc.start()
-        child.close()
-        if not self.conn.poll(30):
-            raise RuntimeError('publisher did not start')
-        self.endpoint = 'tcp://127.0.0.1:%d' % self.conn.recv()
-
-    def close(self):
-        with contextlib.suppress(Exception):
-            self.conn.send('exit')
-        self.proc.join(3)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(3)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
-        self.conn.close()
+        super().__init__(publisher_main, 'bench-publisher', cpus)
+        self.endpoint = 'tcp://127.0.0.1:%d' % self.ready
 
 
 # -- what every subscriber does with an event ---------------------------------------------------

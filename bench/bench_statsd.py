@@ -30,7 +30,6 @@ sender is compared on the wire: all three must send the same line.
 """
 import argparse
 import collections
-import multiprocessing
 import os
 import select
 import socket
@@ -41,6 +40,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # our package, also when it is not installed
+
+from _child import Child  # noqa: E402
 
 PREFIX = 'circus.app.watcher'
 BUCKET = 'web.spawn'
@@ -100,17 +101,10 @@ def receiver_main(conn, cpus=None) -> None:
         sock.close()
 
 
-class Receiver:
+class Receiver(Child):
     def __init__(self, cpus=None) -> None:
-        mp = multiprocessing.get_context('spawn')
-        self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=receiver_main, args=(child, cpus),
-                               name='bench-receiver', daemon=True)
-        self.proc.start()
-        child.close()
-        if not self.conn.poll(30):
-            raise RuntimeError('the receiver did not start')
-        self.port = self.conn.recv()
+        super().__init__(receiver_main, 'bench-receiver', cpus)
+        self.port = self.ready
         self.seen = (0, 0)
 
     def received(self):
@@ -120,17 +114,6 @@ class Receiver:
         new = (datagrams - self.seen[0], lines - self.seen[1], last)
         self.seen = (datagrams, lines)
         return new
-
-    def close(self) -> None:
-        try:
-            self.conn.send('exit')
-        except (OSError, ValueError):
-            pass
-        self.proc.join(3)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(3)
-        self.conn.close()
 
 
 # -- senders ------------------------------------------------------------------------------
