@@ -14,7 +14,7 @@ import re
 import shlex
 import signal
 import sys
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Pattern, Sequence
 
 from ._loader import load_plugin_class
 # Redaction is part of reading options that hold secrets: offered here to every plugin.
@@ -111,6 +111,15 @@ def to_signum(value: Any, option: str = 'signal') -> int:
     return number
 
 
+def signal_name(signum: int) -> str:
+    """The name of signal ``signum`` for a log line (``SIGKILL`` for 9); the number itself,
+    as text, for a signal without a name (``SIGRTMIN+1`` has none)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
 def to_name(value: Any, option: str) -> str:
     """Read a name (of a watcher, say): white space around it is dropped, and control
     characters (a newline...) are refused. May return ``''``."""
@@ -142,6 +151,24 @@ def to_host(value: Any, option: str, *, ipv6: bool = True) -> str:
         raise ConfigError('option %r: %r is an IPv6 address; this option takes an IPv4 '
                           'address or a host name' % (option, value))
     return text
+
+
+def to_regex(value: Any, option: str, *, groups: Sequence[str] = ()) -> Pattern:
+    """Compile a regular expression option; ``groups`` names the ``(?P<name>...)`` groups
+    it must have. Refuses, with a :class:`ConfigError`, a pattern that does not compile,
+    repeats too much or nests too deep."""
+    text = str(value)
+    try:
+        pattern = re.compile(text)
+    # OverflowError: a repeat count too large; RecursionError: nested too deep
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ConfigError('option %r: %r is not a regular expression: %s'
+                          % (option, value, exc)) from None
+    missing = [group for group in groups if group not in pattern.groupindex]
+    if missing:
+        raise ConfigError('option %r: %r has no (?P<%s>...) group'
+                          % (option, value, missing[0]))
+    return pattern
 
 
 def abandon(plugin: Any) -> None:
