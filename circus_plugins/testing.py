@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import itertools
 import json
+import logging
 import os
 import queue
 import random
@@ -360,40 +361,67 @@ class ScriptedCircusd:
     :param replies: ``{command: reply}``; a reply is a dict, or a function (plain or
         ``async``) called with the command's properties that returns one or raises
         :exc:`~circus_plugins.CallError` (no reply). Other commands get
-        ``{'status': 'ok'}``.
+        ``{'status': 'ok'}``. A busy refusal (errno 5) is asked again, as circusd would
+        be, while the call's ``busy_retry`` lasts: a function may answer busy a few times
+        before it answers ok.
+    :param ignore: commands answered but not recorded: the questions (``options``,
+        ``list``...) a test does not look at, so that :meth:`next_command` and
+        :meth:`no_command` see only the others.
 
     :attr:`escaped` collects what a plugin must never let out: exceptions from
-    ``handle_recv`` and what reached the loop's exception handler. Use it from one thread.
+    ``handle_recv``, what reached the loop's exception handler, and the errors tornado
+    logged on the plugin's thread (an exception in a callback, or in a coroutine given to
+    ``add_callback``). Use it from one thread.
     """
 
-    def __init__(self, plugin, replies: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, plugin, replies: Optional[Mapping[str, Any]] = None,
+                 ignore: Sequence[str] = ()) -> None:
         self.plugin = plugin
         self.replies = dict(replies or {})
+        self.ignore = set(ignore)
         #: ``(command, properties)`` of each command, in order.
         self.commands: 'queue.Queue[Tuple[str, Dict[str, Any]]]' = queue.Queue()
-        #: Exceptions and exception-handler contexts that escaped the plugin.
+        #: Exceptions, exception-handler contexts and tornado's log records that
+        #: escaped the plugin.
         self.escaped: List[Any] = []
+        self._tornado = logging.Handler(logging.ERROR)
+        self._tornado.emit = self._tornado_error
         plugin.call_async = self._answer
 
     async def _answer(self, command: str, *, busy_retry: float = 0.0,
                       **props: Any) -> Dict[str, Any]:
-        self.commands.put((command, props))
-        reply = self.replies.get(command, {'status': 'ok'})
-        if callable(reply):
-            reply = reply(**props)
-            if inspect.isawaitable(reply):
-                reply = await reply
-        return dict(reply)
+        if command not in self.ignore:
+            self.commands.put((command, props))
+        deadline = time.monotonic() + busy_retry
+        while True:
+            reply = self.replies.get(command, {'status': 'ok'})
+            if callable(reply):
+                reply = reply(**props)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+            if not is_busy(reply) or time.monotonic() > deadline:
+                return dict(reply)
+            await asyncio.sleep(0.001)
 
     def start(self) -> 'ScriptedCircusd':
         """Start the plugin (``start_background()``)."""
-        self.plugin.start_background()
+        logging.getLogger('tornado').addHandler(self._tornado)
+        try:
+            self.plugin.start_background()
+        except BaseException:
+            self.stop()
+            raise
         self.on_loop(lambda: self.plugin.loop.asyncio_loop.set_exception_handler(
             lambda loop, context: self.escaped.append(context)))
         return self
 
     def stop(self) -> None:
         self.plugin.stop()
+        logging.getLogger('tornado').removeHandler(self._tornado)
+
+    def _tornado_error(self, record: logging.LogRecord) -> None:
+        if record.threadName == 'plugin-%s' % self.plugin.name:
+            self.escaped.append(record)
 
     def __enter__(self) -> 'ScriptedCircusd':
         return self.start()

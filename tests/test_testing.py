@@ -44,9 +44,26 @@ def test_no_reply_and_escapes_are_seen():
         assert circusd.no_command()  # ask() turned the CallError into an error reply
         circusd.feed('web', 'boom')
         assert [type(e) for e in circusd.escaped] == [RuntimeError]
+        circusd.replies['options'] = {'status': 'ok'}  # react() fails in a coroutine
+        circusd.feed('web', 'reap')
+        assert 'KeyError' in circusd.escaped[1].getMessage() + str(circusd.escaped[1].exc_info)
 
 
 def test_on_loop_raises_here():
     with ScriptedCircusd(StopsOnReap(*NOWHERE)) as circusd:
         with pytest.raises(ZeroDivisionError):
             circusd.on_loop(lambda: 1 / 0)
+
+
+def test_busy_refusals_are_asked_again_and_ignored_commands_not_recorded():
+    busy = {'status': 'error', 'errno': 5,
+            'reason': 'arbiter is already running manage_watchers command'}
+    answers = [busy, busy]
+
+    def stop(name):
+        return answers.pop(0) if answers else {'status': 'ok'}
+    replies = {'stop': stop, 'options': {'status': 'ok', 'options': {}}}
+    with ScriptedCircusd(StopsOnReap(*NOWHERE), replies, ignore=['options']) as circusd:
+        circusd.feed('web', 'reap')
+        assert circusd.next_command(timeout=0) == ('stop', {'name': 'web'})
+        assert answers == [] and circusd.no_command()
