@@ -14,7 +14,8 @@ import re
 import shlex
 import signal
 import sys
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Pattern, Sequence
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Pattern, Sequence
+from urllib.parse import urlsplit
 
 from ._loader import load_plugin_class
 # Redaction is part of reading options that hold secrets: offered here to every plugin.
@@ -169,6 +170,41 @@ def to_regex(value: Any, option: str, *, groups: Sequence[str] = ()) -> Pattern:
         raise ConfigError('option %r: %r has no (?P<%s>...) group'
                           % (option, value, missing[0]))
     return pattern
+
+
+def to_url(value: Any, option: str, *,
+           check: Optional[Callable[[str], None]] = None) -> str:
+    """Read a URL: by default an ``http://`` or ``https://`` one with a host (and a port
+    from 1 to 65535 if any); ``check(url)`` replaces that test, raising
+    :class:`ValueError` with what is wrong (``'is not a Redis URL: ...'``). The URL's
+    secrets are masked in every log line from now on (:func:`add_secret`), and a
+    :class:`ConfigError` shows it redacted."""
+    url = str(value).strip()
+    add_secret(*url_secrets(url))
+    try:
+        (check or _check_http_url)(url)
+    except ValueError as exc:
+        raise ConfigError('option %r: %r %s' % (option, redact_url(str(value)),
+                                                redact_error(exc, url))) from None
+    return url
+
+
+def _check_http_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        if 'port' in str(exc).lower():
+            raise ValueError('has a port that is not a number from 1 to 65535') from None
+        raise ValueError('is not a valid URL: %s' % exc) from None  # 'Invalid IPv6 URL'
+    if parts.scheme not in ('http', 'https') or not parts.netloc:
+        raise ValueError('is not an http:// or https:// URL')
+    if re.search(r'[\x00-\x20\x7f]', url):
+        raise ValueError('contains white space or control characters')
+    if not parts.hostname:
+        raise ValueError('has no host')
+    if port == 0:
+        raise ValueError('has a port that is not a number from 1 to 65535')
 
 
 def abandon(plugin: Any) -> None:

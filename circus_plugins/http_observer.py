@@ -20,19 +20,12 @@ Example::
     loop_rate = 10
     restart_on_error = web
 """
-import logging
-import re
 from typing import Optional
-from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .config import MAX_SECONDS, abandon, add_secret, redact_error, redact_url, to_name, \
-    url_secrets
-from .errors import ConfigError
+from .config import MAX_SECONDS, redact_error, redact_url, to_name, to_url
 from .statsd import BaseObserver
-
-log = logging.getLogger('circus_plugins')
 
 #: The code counted when no HTTP answer came at all (tornado's name for it).
 NO_ANSWER = 599
@@ -53,45 +46,13 @@ class HttpObserver(BaseObserver):
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        try:
-            self.check_url = self._check_url(self.option('check_url', 'http://localhost/'))
-            self.timeout = self.option('timeout', 10.0, float, minimum=0.001,
-                                       maximum=MAX_SECONDS)
-            self.restart_on_error: Optional[str] = self._option(
-                to_name, 'restart_on_error', '') or None
-        except ConfigError:
-            self.statsd.stop()  # opened by StatsdEmitter, and this plugin will never run
-            abandon(self)
-            raise
+        self.check_url = self.option('check_url', 'http://localhost/', to_url)
+        self.timeout = self.option('timeout', 10.0, float, minimum=0.001,
+                                   maximum=MAX_SECONDS)
+        self.restart_on_error = self.option('restart_on_error', '', to_name) or None
         #: ``check_url`` as logs show it: without its password or secret parameters.
         self.shown_url = redact_url(self.check_url)
         self.http_client: Optional[AsyncHTTPClient] = None
-
-    def _check_url(self, url: str) -> str:
-        """``url`` if tornado can fetch it, else a :class:`ConfigError` that shows it
-        redacted. Its secrets are masked in every log line from now on."""
-        add_secret(*url_secrets(url))
-        given, url = url, url.strip()
-        problem = None
-        try:
-            parts = urlsplit(url)
-            if parts.scheme not in ('http', 'https') or not parts.netloc:
-                problem = 'is not an http:// or https:// URL'
-            elif re.search(r'[\x00-\x20\x7f]', url):
-                problem = 'contains white space or control characters'
-            elif not parts.hostname:
-                problem = 'has no host'
-            elif parts.port == 0:
-                raise ValueError('port 0')
-        except ValueError as exc:
-            if 'port' in str(exc).lower():
-                problem = 'has a port that is not a number from 1 to 65535'
-            else:  # such as 'Invalid IPv6 URL'
-                problem = 'is not a valid URL: %s' % redact_error(exc, url)
-        if problem:
-            raise ConfigError('plugin %s: option %r: %r %s' % (
-                self.name, 'check_url', redact_url(given), problem))
-        return url
 
     def handle_init(self):
         # On the plugin thread, whose current loop is self.loop: the client belongs to it.
@@ -127,18 +88,10 @@ class HttpObserver(BaseObserver):
             code, reason = response.code, str(response.error)
         if self.http_client is None:  # the plugin stopped meanwhile: not a failure
             return
-        log.warning('plugin %s: %s failed: %s', self.name, self.shown_url,
-                    redact_error(reason, self.check_url))
-        metrics = self.metrics
-        metrics.increment('http_stats.error')
-        metrics.increment('http_stats.error.%s' % code)
-        if self.restart_on_error:
-            await self._restart(self.restart_on_error)
-
-    async def _restart(self, watcher: str) -> None:
-        reply = await self.change_state('restart', name=watcher)
-        if reply.get('status') == 'ok':
-            log.info('%s: restarted, as %s failed', watcher, self.shown_url)
+        self.log.warning('%s failed: %s', self.shown_url,
+                         redact_error(reason, self.check_url))
+        self.metrics.increment('http_stats.error')
+        self.metrics.increment('http_stats.error.%s' % code)
+        if self.restart_on_error and await self.restart(self.restart_on_error,
+                                                        '%s failed' % self.shown_url):
             self.metrics.increment('http_stats.restart_on_error')
-        else:
-            log.error('%s: could not restart it: %s', watcher, reply.get('reason'))

@@ -10,15 +10,12 @@ it is logged and the next run comes as usual::
         async def look_after(self):
             print(await self.call_async('list'))
 """
-import logging
 from typing import Optional
 
 from tornado.ioloop import PeriodicCallback
 
 from .config import MAX_SECONDS
 from .plugin import CircusPlugin
-
-log = logging.getLogger('circus_plugins')
 
 
 class PeriodicPlugin(CircusPlugin):
@@ -63,7 +60,7 @@ class PeriodicPlugin(CircusPlugin):
             if hasattr(result, '__await__'):
                 await result
         except Exception:
-            log.exception('plugin %s: look_after failed', self.name)
+            self.log.exception('look_after failed')
         finally:
             self._looking = False
 

@@ -25,15 +25,13 @@ import concurrent.futures
 import logging
 import re
 import types
-from typing import Any, Dict, List, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
-from .config import MAX_SECONDS, abandon, add_secret, redact_error, redact_url, to_name, \
-    url_secrets
-from .errors import ConfigError, PluginLoadError
+from ._log import SayOnce
+from .config import MAX_SECONDS, redact_error, redact_url, to_name, to_url
+from .errors import PluginLoadError
 from .statsd import BaseObserver
-
-log = logging.getLogger('circus_plugins')
 
 #: The INFO fields sent as gauges: circus 0.19's list.
 OBSERVE = ('pubsub_channels', 'connected_slaves', 'lru_clock', 'connected_clients',
@@ -43,7 +41,6 @@ OBSERVE = ('pubsub_channels', 'connected_slaves', 'lru_clock', 'connected_client
            'used_cpu_user', 'client_biggest_input_buf', 'mem_fragmentation_ratio',
            'expired_keys', 'evicted_keys', 'client_longest_output_list',
            'uptime_in_seconds', 'keyspace_hits')
-
 
 
 def _import_redis(plugin: str) -> types.SimpleNamespace:
@@ -78,41 +75,31 @@ class RedisObserver(BaseObserver):
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        try:
-            self._redis = _import_redis(self.name)
-            self.redis_url = self.option('redis_url', 'redis://localhost:6379/0').strip()
-            add_secret(*url_secrets(self.redis_url))  # masked in every log line
-            try:
-                self._redis.parse_url(self.redis_url)
-                self._check_url(self.redis_url)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError('plugin %s: option %r: %r is not a Redis URL: %s' % (
-                    self.name, 'redis_url', redact_url(self.redis_url),
-                    redact_error(exc, self.redis_url))) from None
-            self.timeout = self.option('timeout', 5.0, float, minimum=0.001,
-                                       maximum=MAX_SECONDS)
-            self.restart_on_timeout: Optional[str] = self._option(
-                to_name, 'restart_on_timeout', '') or None
-        except Exception:
-            self.statsd.stop()  # opened by StatsdEmitter, and this plugin will never run
-            abandon(self)
-            raise
+        self._redis = _import_redis(self.name)
+        self.redis_url = self.option('redis_url', 'redis://localhost:6379/0', to_url,
+                                     check=self._check_url)
+        self.timeout = self.option('timeout', 5.0, float, minimum=0.001,
+                                   maximum=MAX_SECONDS)
+        self.restart_on_timeout = self.option('restart_on_timeout', '', to_name) or None
         #: ``redis_url`` as logs show it: without its password or secret parameters.
         self.shown_url = redact_url(self.redis_url)
         self.redis: Any = None
-        self._reported_missing = False
+        self._say_once = SayOnce(self.log)
 
-    @staticmethod
-    def _check_url(url: str) -> None:
-        """What redis-py lets through but gets wrong: a port of 0 (it connects to 6379)
-        and a database that is not one number (``/notadb`` is db 0, ``/0/1`` db 1)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ('redis', 'rediss'):
-            return
-        if parts.port == 0:
-            raise ValueError('port 0')
-        if not re.fullmatch(r'/?([0-9]+)?', parts.path):
-            raise ValueError('the database (the path) is not a number')
+    def _check_url(self, url: str) -> None:
+        """redis-py's own check, and what it lets through but gets wrong: a port of 0 (it
+        connects to 6379) and a database that is not one number (``/notadb`` is db 0,
+        ``/0/1`` db 1)."""
+        try:
+            self._redis.parse_url(url)
+            parts = urlsplit(url)
+            if parts.scheme in ('redis', 'rediss'):
+                if parts.port == 0:
+                    raise ValueError('port 0')
+                if not re.fullmatch('/?[0-9]*', parts.path):
+                    raise ValueError('the database (the path) is not a number')
+        except (ValueError, TypeError) as exc:
+            raise ValueError('is not a Redis URL: %s' % exc) from None
 
     def handle_init(self):
         # On the plugin thread, whose current loop is self.loop: the client belongs to it.
@@ -130,17 +117,14 @@ class RedisObserver(BaseObserver):
         if client is None:
             return
         close = getattr(client, 'aclose', None) or client.close  # redis-py < 5: close()
-        if self.in_plugin_thread():
-            self.loop.add_callback(close)
-            return
-        # The loop still runs: close there, and wait, so no connection outlives the plugin.
-        try:
-            asyncio.run_coroutine_threadsafe(close(), self.loop.asyncio_loop).result(
-                self.timeout)
+        try:  # on the loop, which still runs; waited for, so no connection outlives us
+            closing = asyncio.run_coroutine_threadsafe(close(), self.loop.asyncio_loop)
+            if not self.in_plugin_thread():  # (the plugin thread cannot wait for itself)
+                closing.result(self.timeout)
         except (concurrent.futures.TimeoutError, RuntimeError, OSError,
                 self._redis.exceptions.RedisError) as exc:
-            log.debug('plugin %s: closing the Redis client: %s', self.name,
-                      redact_error(exc, self.redis_url))
+            self.log.debug('closing the Redis client: %s',
+                           redact_error(exc, self.redis_url))
 
     async def look_after(self) -> None:
         """Send INFO's gauges once, or count the failure (a coroutine, on the loop)."""
@@ -153,36 +137,23 @@ class RedisObserver(BaseObserver):
         except (errors.RedisError, OSError, asyncio.TimeoutError) as exc:
             if self.redis is None:  # the plugin stopped meanwhile: not a failure
                 return
-            log.warning('plugin %s: INFO from %s failed: %s: %s', self.name,
-                        self.shown_url, type(exc).__name__,
-                        redact_error(exc, self.redis_url))
+            self.log.warning('INFO from %s failed: %s: %s', self.shown_url,
+                             type(exc).__name__, redact_error(exc, self.redis_url))
             self.metrics.increment('redis_stats.error')
             unreachable = (isinstance(exc, (errors.ConnectionError, errors.TimeoutError,
                                             OSError, asyncio.TimeoutError))
                            and not isinstance(exc, errors.AuthenticationError))
-            if unreachable and self.restart_on_timeout:
-                await self._restart(self.restart_on_timeout)
+            if unreachable and self.restart_on_timeout and await self.restart(
+                    self.restart_on_timeout, 'Redis did not answer'):
+                self.metrics.increment('redis_stats.restart_on_error')
             return
-        self._send_gauges(info)
-
-    def _send_gauges(self, info: Dict[str, Any]) -> None:
-        metrics = self.metrics
-        missing: List[str] = []
+        missing = []
         for field in self.OBSERVE:
             value = info.get(field)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics.gauge('redis_stats.%s' % field, value)
+                self.metrics.gauge('redis_stats.%s' % field, value)
             else:
                 missing.append(field)
-        if missing and not self._reported_missing:
-            self._reported_missing = True
-            log.info('plugin %s: this Redis does not report %s: not sent', self.name,
-                     ', '.join(missing))
-
-    async def _restart(self, watcher: str) -> None:
-        reply = await self.change_state('restart', name=watcher)
-        if reply.get('status') == 'ok':
-            log.info('%s: restarted, as Redis did not answer', watcher)
-            self.metrics.increment('redis_stats.restart_on_error')
-        else:
-            log.error('%s: could not restart it: %s', watcher, reply.get('reason'))
+        if missing:
+            self._say_once('missing', logging.INFO,
+                           'this Redis does not report %s: not sent', ', '.join(missing))

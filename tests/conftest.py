@@ -84,3 +84,47 @@ def run_on_loop(plugin, make_coroutine, timeout=5.0):
                                if t.exception() else done.set_result(t.result()))
     plugin.loop.add_callback(begin)
     return done.result(timeout)
+
+
+class StatsdRecorder:
+    """A stand-in for a plugin's statsd client, as circus 0.19's tests make one: it
+    records ``increment(name)``, ``gauge(name, value)`` and ``timed(name, value)`` and
+    has nothing else (no pipeline, no stop)."""
+
+    def __init__(self):
+        self.increments = []  # names, in order
+        self.gauges = []  # (name, value), in order
+        self.timings = []  # (name, milliseconds), in order
+
+    def increment(self, name):
+        self.increments.append(name)
+
+    def gauge(self, name, value):
+        self.gauges.append((name, value))
+
+    def timed(self, name, value):
+        self.timings.append((name, value))
+
+
+def caught_up(circusd, events, watcher):
+    """Return once ``events`` (an EventRecorder) holds every event ``circusd`` published
+    before this call: circusd publishes in order, and this waits for the spawn of one
+    more process of ``watcher``, published after them (then takes that process away)."""
+    from circus_plugins.testing import wait_for
+    seen = len(events.events)
+    wanted = ('watcher.%s.spawn' % watcher).encode()
+    assert circusd.call('incr', name=watcher)['status'] == 'ok'
+
+    def arrived():
+        events.poll()
+        return any(topic == wanted for topic, _ in events.events[seen:])
+    wait_for(arrived, what='the events published so far')
+    circusd.call('decr', name=watcher)
+
+
+def look_now(circusd):
+    """Run the periodic check of ``circusd``'s plugin (a ScriptedCircusd's) once, as its
+    timer would, and wait until it has ended."""
+    plugin = circusd.plugin
+    circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
+    circusd.settle()

@@ -13,8 +13,9 @@ from tornado.web import Application, RequestHandler
 from circus_plugins import ConfigError, encode_config
 from circus_plugins.http_observer import HttpObserver
 from circus_plugins.statsd import StatsdClient
-from circus_plugins.testing import PluginProcess, UdpReceiver, free_port, wait_for
-from conftest import observer_options, unstarted
+from circus_plugins.testing import PluginProcess, ScriptedCircusd, UdpReceiver, free_port, \
+    wait_for
+from conftest import StatsdRecorder, look_now, observer_options
 
 PREFIX = 'circus.http_observer.watcher.'
 
@@ -89,12 +90,12 @@ def plugin_options(url, udp, **extra):
 
 
 def test_options():
-    plugin = unstarted(HttpObserver('e', 'p', 5.0))
+    plugin = HttpObserver('e', 'p', 5.0)
     assert (plugin.name, plugin.check_url, plugin.timeout, plugin.restart_on_error,
             plugin.loop_rate) == ('http_observer', 'http://localhost/', 10.0, None, 60.0)
     assert plugin.prefix == 'circus.http_observer.watcher'
-    plugin = unstarted(HttpObserver('e', 'p', 5.0, check_url='https://example.test:8443/x',
-                                    timeout='0.5', restart_on_error='web'))
+    plugin = HttpObserver('e', 'p', 5.0, check_url='https://example.test:8443/x',
+                          timeout='0.5', restart_on_error='web')
     assert (plugin.check_url, plugin.timeout, plugin.restart_on_error) == (
         'https://example.test:8443/x', 0.5, 'web')
     for bad in ({'timeout': 'soon'}, {'timeout': '0'}, {'check_url': 'localhost'},
@@ -155,15 +156,40 @@ def test_restarts_the_watcher_when_the_server_does_not_answer(start_circusd, udp
     assert 'Timeout' in circusd.log()
 
 
-def test_without_restart_on_error_only_counts(udp):
-    port = free_port()  # nothing listens there
-    plugin = HttpObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
-                          check_url='http://127.0.0.1:%d/' % port, loop_rate='0.1',
-                          host='127.0.0.1', port=udp.port)
-    with plugin:
-        udp.wait_lines(lambda lines: len(values(lines, 'http_stats.error.599')) >= 2,
-                       what='two errors')
-    assert not values(udp.lines(), 'http_stats.restart_on_error')
+def scripted(server=None, **config):
+    """An HttpObserver of ``server`` (or of a port where nothing listens), its metrics
+    in a recorder, on a ScriptedCircusd (not started)."""
+    url = server.url if server else 'http://127.0.0.1:%d/' % free_port()
+    plugin = HttpObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, check_url=url,
+                          **config)
+    plugin.statsd = StatsdRecorder()
+    return ScriptedCircusd(plugin)
+
+
+def test_without_restart_on_error_only_counts():
+    with scripted() as circusd:
+        look_now(circusd)
+        assert circusd.no_command()
+    assert circusd.plugin.statsd.increments == ['http_stats.error', 'http_stats.error.599']
+
+
+def test_counts_the_restarts_circusd_confirms(server, caplog):
+    server.mode = '503'
+    with scripted(server, restart_on_error='web') as circusd:
+        look_now(circusd)
+        assert circusd.next_command(timeout=0) == ('restart', {'name': 'web'})
+        circusd.replies['restart'] = {'status': 'error', 'reason': 'no', 'errno': 3}
+        look_now(circusd)
+        assert circusd.next_command(timeout=0) == ('restart', {'name': 'web'})
+        server.mode = 'ok'
+        look_now(circusd)
+        assert circusd.no_command()
+    recorder = circusd.plugin.statsd
+    assert recorder.increments == ['http_stats.error', 'http_stats.error.503',
+                                   'http_stats.restart_on_error'] + [
+                                   'http_stats.error', 'http_stats.error.503']
+    assert [name for name, _ in recorder.timings] == ['http_stats.request_time']
+    assert 'web: could not restart it: no' in caplog.text
 
 
 def test_runs_from_circus_plugin(start_circusd, udp):
@@ -235,7 +261,8 @@ def test_credentials_never_appear_in_logs(caplog, monkeypatch, udp, server):
                               host='127.0.0.1', port=udp.port)
         with plugin:  # circusd is absent: the restart fails and says so too
             wait_for(lambda: 'web: could not restart it' in caplog.text, what='a failure')
-        assert 'plugin http_observer: %s failed: ' % shown_url(port) in caplog.text
+        assert [r.name for r in caplog.records if r.getMessage().startswith(
+            '%s failed: ' % shown_url(port))] == ['circus_plugins.http_observer']
         assert_hidden(caplog.text)
     assert_hidden('\n'.join(str(r.exc_info) for r in caplog.records))
 

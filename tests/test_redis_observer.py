@@ -13,7 +13,7 @@ from circus_plugins.errors import PluginLoadError
 from circus_plugins.redis_observer import OBSERVE, RedisObserver
 from circus_plugins.statsd import StatsdClient
 from circus_plugins.testing import PluginProcess, UdpReceiver, free_port, wait_for
-from conftest import observer_options, unstarted
+from conftest import observer_options
 
 PREFIX = 'circus.redis_observer.watcher.'
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
@@ -80,12 +80,12 @@ def plugin_options(url, udp, **extra):
 
 
 def test_options():
-    plugin = unstarted(RedisObserver('e', 'p', 5.0))
+    plugin = RedisObserver('e', 'p', 5.0)
     assert (plugin.name, plugin.redis_url, plugin.timeout, plugin.restart_on_timeout) == (
         'redis_observer', 'redis://localhost:6379/0', 5.0, None)
     assert plugin.prefix == 'circus.redis_observer.watcher'
-    plugin = unstarted(RedisObserver('e', 'p', 5.0, redis_url='unix:///tmp/redis.sock',
-                                     timeout='0.5', restart_on_timeout='cache'))
+    plugin = RedisObserver('e', 'p', 5.0, redis_url='unix:///tmp/redis.sock',
+                           timeout='0.5', restart_on_timeout='cache')
     assert (plugin.redis_url, plugin.timeout, plugin.restart_on_timeout) == (
         'unix:///tmp/redis.sock', 0.5, 'cache')
     for bad in ({'timeout': 'soon'}, {'timeout': '0'},

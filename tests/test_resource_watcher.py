@@ -1,5 +1,4 @@
 """The resource watcher: its options, its rules on scripted stats, and under a real circusd."""
-import asyncio
 import json
 import logging
 import os
@@ -13,38 +12,25 @@ from circus_plugins import ConfigError
 from circus_plugins.config import to_signum
 from circus_plugins.resource_watcher import Limit, ResourceWatcher
 from circus_plugins.statsd import StatsdClient
-from circus_plugins.testing import EventRecorder, PluginProcess, UdpReceiver, \
-    wait_connected, wait_for
-from conftest import PLUGIN_ENV
+from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, \
+    UdpReceiver, wait_for
+from conftest import PLUGIN_ENV, StatsdRecorder, caught_up, look_now
 
 HOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'resource_hog.py')
 BURNER = '%s %s cpu' % (sys.executable, HOG)
 USE = 'circus_plugins.resource_watcher.ResourceWatcher'
+NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0)
 
 
 def make(**config):
     config.setdefault('watcher', 'web')
-    return ResourceWatcher('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, **config)
-
-
-@pytest.fixture
-def made():
-    """``made(**config)``: a plugin that is never started, closed after the test."""
-    plugins = []
-
-    def build(**config):
-        plugins.append(make(**config))
-        return plugins[-1]
-    yield build
-    for plugin in plugins:
-        plugin.statsd.stop()
-        plugin.stop()
+    return ResourceWatcher(*NOWHERE, **config)
 
 
 # -- options -------------------------------------------------------------------------------
 
-def test_defaults(made):
-    plugin = made()
+def test_defaults():
+    plugin = make()
     assert plugin.watcher == 'web' and plugin.loop_rate == 60.0
     assert plugin.max_cpu == Limit(90.0) and plugin.min_cpu is None
     assert plugin.max_mem == Limit(90.0) and plugin.min_mem is None
@@ -53,20 +39,20 @@ def test_defaults(made):
         3, False, signal.SIGTERM)
 
 
-def test_memory_in_percent_or_bytes(made):
-    plugin = made(max_mem='12.5', min_mem='250M')
+def test_memory_in_percent_or_bytes():
+    plugin = make(max_mem='12.5', min_mem='250M')
     assert plugin.max_mem == Limit(12.5, percent=True)
     assert plugin.min_mem == Limit(250 << 20, percent=False)
-    assert made(max_mem='1.5G').max_mem == Limit(3 << 29, percent=False)
-    assert made(max_mem='512K', min_mem='0.5').min_mem == Limit(0.5)
-    assert made(max_mem='100B').max_mem == Limit(100, percent=False)
+    assert make(max_mem='1.5G').max_mem == Limit(3 << 29, percent=False)
+    assert make(max_mem='512K', min_mem='0.5').min_mem == Limit(0.5)
+    assert make(max_mem='100B').max_mem == Limit(100, percent=False)
 
 
-def test_limits_switched_off(made):
-    plugin = made(max_cpu='none', max_mem='', health_threshold='off', min_cpu='None')
+def test_limits_switched_off():
+    plugin = make(max_cpu='none', max_mem='', health_threshold='off', min_cpu='None')
     assert (plugin.max_cpu, plugin.max_mem, plugin.health_threshold, plugin.min_cpu) == (
         None, None, None, None)
-    plugin = made(max_cpu='0', max_mem='0', health_threshold='0', min_cpu='0', min_mem='0')
+    plugin = make(max_cpu='0', max_mem='0', health_threshold='0', min_cpu='0', min_mem='0')
     assert (plugin.max_cpu, plugin.max_mem, plugin.health_threshold) == (None, None, None)
     assert plugin.min_cpu == Limit(0.0) and plugin.min_mem == Limit(0.0)  # 0 is a limit
 
@@ -84,64 +70,72 @@ def test_bad_values(option, value):
     assert 'resource_watcher' in message and option in message and repr(value) in message
 
 
-def test_watcher_is_required_and_service_is_a_deprecated_alias(made, caplog):
+def test_watcher_is_required_and_service_is_a_deprecated_alias(caplog):
     with pytest.raises(ConfigError, match="resource_watcher: option 'watcher' is required"):
         ResourceWatcher('e', 'p', 5.0)
-    with pytest.raises(ConfigError, match="'watcher'"):
+    with pytest.raises(ConfigError, match="'watcher': ' ' is empty"):
         ResourceWatcher('e', 'p', 5.0, watcher=' ')
     with caplog.at_level(logging.WARNING, logger='circus_plugins'):
-        assert made(watcher='', service='old').watcher == 'old'
+        assert make(watcher='', service='old').watcher == 'old'
     assert 'option "service" is deprecated: use "watcher"' in caplog.text
-    assert made(service='old', watcher='new').watcher == 'new'
+    assert make(service='old', watcher='new').watcher == 'new'
+    assert ResourceWatcher(*NOWHERE, service='old').watcher == 'old'
 
 
-def test_child_signal_by_name_or_number(made):
-    assert made(child_signal='KILL').child_signal == signal.SIGKILL
-    assert made(child_signal='sigusr1').child_signal == signal.SIGUSR1
-    assert made(child_signal=' 2 ').child_signal == signal.SIGINT
+def test_child_signal_by_name_or_number():
+    assert make(child_signal='KILL').child_signal == signal.SIGKILL
+    assert make(child_signal='sigusr1').child_signal == signal.SIGUSR1
+    assert make(child_signal=' 2 ').child_signal == signal.SIGINT
     assert to_signum('HUP') == signal.SIGHUP
 
 
 # -- the rules, on scripted stats ----------------------------------------------------------
 
-class Counted:
-    """Stands in for the statsd batch: records counter names."""
+class Rig:
+    """A resource watcher answered by a scripted circusd: ``stats`` reports
+    :attr:`stats` (pid -> info), and the counters go to a recorder."""
 
-    def __init__(self):
-        self.names = []
+    def __init__(self, **config):
+        self.stats = {}
+        self.plugin = make(**config)
+        self.plugin.statsd = self.recorder = StatsdRecorder()
+        self.circusd = ScriptedCircusd(self.plugin, {'stats': self._stats}, ignore=['stats'])
 
-    def increment(self, bucket, delta=1, sample_rate=None):
-        self.names.append(bucket.rsplit('.', 1)[1])
-
-
-class Scripted(ResourceWatcher):
-    """A resource watcher whose commands go to a script instead of circusd."""
-
-    def __init__(self, *args, **config):
-        super().__init__(*args, **config)
-        self.counted = Counted()
-        self.commands = []
-        self.replies = {}   # command -> reply, or exception to raise
-        self.stats = {}     # pid -> info
-
-    @property
-    def metrics(self):
-        return self.counted
-
-    async def call_async(self, command, **props):
-        props.pop('busy_retry', None)
-        if command == 'stats':
-            reply = self.replies.get('stats', {'status': 'ok', 'info': self.stats})
-        else:
-            self.commands.append((command, props))
-            reply = self.replies.get(command, {'status': 'ok'})
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+    def _stats(self, name):
+        assert name == 'web'
+        return {'status': 'ok', 'info': self.stats}
 
     def check(self, times=1):
+        """Run the plugin's check ``times`` times, as its timer would, one after the
+        other, each to its end."""
         for _ in range(times):
-            asyncio.run(self.look_after())
+            look_now(self.circusd)
+
+    def counted(self):
+        """The counters sent so far, without the prefix and watcher."""
+        return [name.rsplit('.', 1)[1] for name in self.recorder.increments]
+
+    def commands(self):
+        """The commands sent since the last call (``stats`` aside)."""
+        sent = []
+        while not self.circusd.commands.empty():
+            sent.append(self.circusd.next_command(timeout=0))
+        return sent
+
+
+@pytest.fixture
+def rig():
+    """``rig(**config)``: a started :class:`Rig`, stopped after the test."""
+    rigs = []
+
+    def build(**config):
+        rigs.append(Rig(**config))
+        rigs[-1].circusd.start()
+        return rigs[-1]
+    yield build
+    for built in rigs:
+        built.circusd.stop()
+        assert built.circusd.escaped == []
 
 
 def process(pid, cpu=0.0, mem=0.1, size='10M', children=()):
@@ -149,141 +143,153 @@ def process(pid, cpu=0.0, mem=0.1, size='10M', children=()):
             'children': [dict(c) for c in children]}
 
 
-@pytest.fixture
-def scripted():
-    plugins = []
-
-    def build(**config):
-        config.setdefault('watcher', 'web')
-        plugins.append(Scripted('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, **config))
-        return plugins[-1]
-    yield build
-    for plugin in plugins:
-        plugin.statsd.stop()
-        plugin.stop()
-
-
-def test_restart_after_more_than_max_count_bad_checks_in_a_row(scripted):
-    rw = scripted(max_cpu='50', max_count='2')
+def test_restart_after_more_than_max_count_bad_checks_in_a_row(rig):
+    rw = rig(max_cpu='50', max_count='2')
     rw.stats = {'11': process(11, cpu=99.0)}
     rw.check()  # circusd's first reading of a pid: not judged
-    assert rw.counted.names == [] and rw.commands == []
+    assert rw.counted() == [] and rw.commands() == []
     rw.check(2)
-    assert rw.counted.names == ['over_cpu', 'over_cpu'] and rw.commands == []
+    assert rw.counted() == ['over_cpu', 'over_cpu'] and rw.commands() == []
     rw.check()
-    assert rw.counted.names[2:] == ['over_cpu', 'restarting']
-    assert rw.commands == [('restart', {'name': 'web'})]
-    assert rw.counts == {}
+    assert rw.counted()[2:] == ['over_cpu', 'restarting']
+    assert rw.commands() == [('restart', {'name': 'web'})]
+    assert rw.plugin.counts == {}
     rw.check(5)  # the old process, still stopping, is not judged again
-    assert len(rw.commands) == 1 and rw.counted.names[4:] == []
+    assert rw.commands() == [] and rw.counted()[4:] == []
     rw.stats = {'12': process(12, cpu=99.0)}  # the new process
     rw.check(3)
-    assert len(rw.commands) == 1  # counted from zero again, first reading skipped
+    assert rw.commands() == []  # counted from zero again, first reading skipped
     rw.check()
-    assert len(rw.commands) == 2
+    assert rw.commands() == [('restart', {'name': 'web'})]
 
 
-def test_a_good_check_resets_the_count(scripted):
-    rw = scripted(max_cpu='50', max_count='1')
+def test_a_good_check_resets_the_count(rig):
+    rw = rig(max_cpu='50', max_count='1')
     rw.stats = {'11': process(11, cpu=99.0)}
     rw.check(2)
     rw.stats['11']['cpu'] = 10.0
     rw.check()
     rw.stats['11']['cpu'] = 99.0
     rw.check()
-    assert rw.commands == [] and rw.counts['watcher']['over_cpu'] == 1
+    assert rw.commands() == [] and rw.plugin.counts['watcher']['over_cpu'] == 1
     rw.check()
-    assert rw.commands[0][0] == 'restart'
+    assert [command for command, _ in rw.commands()] == ['restart']
 
 
-def test_max_count_zero_restarts_at_the_first_bad_check(scripted):
-    rw = scripted(max_mem='5M', max_count='0')
+def test_max_count_zero_restarts_at_the_first_bad_check(rig):
+    rw = rig(max_mem='5M', max_count='0')
     rw.stats = {'11': process(11, size='6M')}
     rw.check()
-    assert rw.counted.names == ['over_memory', 'restarting']
-    assert rw.commands[0][0] == 'restart'
+    assert rw.counted() == ['over_memory', 'restarting']
+    assert [command for command, _ in rw.commands()] == ['restart']
 
 
-def test_each_limit_and_its_counter(scripted):
-    rw = scripted(max_cpu='50', min_cpu='1', max_mem='20', min_mem='5M', health_threshold='30',
-                  max_count='100')
+def test_each_limit_and_its_counter(rig):
+    rw = rig(max_cpu='50', min_cpu='1', max_mem='20', min_mem='5M', health_threshold='30',
+             max_count='100')
     rw.stats = {'11': process(11, cpu=0.5, mem=1.0, size='4M'),
                 '12': process(12, cpu=80.0, mem=25.0, size='900M')}
     rw.check()  # no cpu figures yet
-    assert rw.counted.names == ['over_memory', 'under_memory']
+    assert rw.counted() == ['over_memory', 'under_memory']
     rw.check()
-    assert rw.counted.names[2:] == ['over_cpu', 'under_cpu', 'over_memory', 'under_memory',
-                                    'over_health']  # health: (80 + 25) / 2 > 30
+    assert rw.counted()[2:] == ['over_cpu', 'under_cpu', 'over_memory', 'under_memory',
+                                'over_health']  # health: (80 + 25) / 2 > 30
     rw.stats = {'11': process(11, cpu=2.0, mem=1.0, size='6M'),
                 '12': process(12, cpu=40.0, mem=19.0, size='9M')}
     rw.check()
-    assert rw.counted.names[7:] == []
-    assert rw.counts['watcher'] == dict.fromkeys(rw.counts['watcher'], 0)
+    assert rw.counted()[7:] == []
+    assert rw.plugin.counts['watcher'] == dict.fromkeys(rw.plugin.counts['watcher'], 0)
 
 
-def test_switched_off_limits_and_unknown_figures_are_not_judged(scripted):
-    rw = scripted(max_cpu='off', max_mem='none', health_threshold='0', max_count='0')
+def test_switched_off_limits_and_unknown_figures_are_not_judged(rig):
+    rw = rig(max_cpu='off', max_mem='none', health_threshold='0', max_count='0')
     rw.stats = {'11': process(11, cpu=300.0, mem=99.0, size='9G')}
     rw.check(3)
-    assert rw.counted.names == [] and rw.commands == []
-    rw = scripted(max_count='0', min_cpu='5', min_mem='1M')
+    assert rw.counted() == [] and rw.commands() == []
+    # Unknown figures: 'N/A', and JSON's true, which is no figure either.
+    rw = rig(max_count='0', min_cpu='5', min_mem='1M')
     rw.stats = {'11': process(11, cpu='N/A', mem='N/A', size='N/A'),
-                '12': 'No such process (stopped?)'}
+                '12': process(12, cpu=True, mem=True, size=True),
+                '13': 'No such process (stopped?)'}
     rw.check(3)
-    assert rw.counted.names == [] and rw.commands == []
+    assert rw.counted() == [] and rw.commands() == []
+    rw.stats['14'] = process(14, cpu=1.0, size='0.5M')  # the same, with figures: judged
+    rw.check(2)
+    assert rw.counted() == ['under_memory', 'restarting']
 
 
-def test_a_watcher_without_processes_is_left_alone(scripted):
-    rw = scripted(min_cpu='5', max_count='0')
-    rw.stats = {}
+def test_a_watcher_without_processes_is_left_alone(rig):
+    rw = rig(min_cpu='5', max_count='0')
     rw.check(3)
-    assert rw.counted.names == [] and rw.commands == []
+    assert rw.counted() == [] and rw.commands() == []
 
 
-def test_stats_errors_are_counted_and_logged_once(scripted, caplog):
-    rw = scripted()
-    rw.replies['stats'] = {'status': 'error', 'reason': 'program web not found', 'errno': 3}
+def test_stats_errors_are_counted_and_logged_once(rig, caplog):
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    rw = rig()
+    refusal = {'status': 'error', 'reason': 'program web not found', 'errno': 3}
+    rw.circusd.replies['stats'] = refusal
     rw.check(3)
-    assert rw.counted.names == ['error'] * 3
+    assert rw.counted() == ['error'] * 3
     assert caplog.text.count('web: cannot read its stats: program web not found') == 1
+    rw.circusd.replies['stats'] = rw._stats
+    rw.check()
+    assert caplog.text.count('web: stats work again') == 1
+    rw.circusd.replies['stats'] = refusal
+    rw.check()
+    assert caplog.text.count('web: cannot read its stats: program web not found') == 2
 
 
-def test_a_refused_restart_is_counted_and_tried_again(scripted, caplog):
-    rw = scripted(max_mem='5M', max_count='0')
-    rw.replies['restart'] = {'status': 'error', 'reason': 'nope', 'errno': 5}
+def test_a_refused_restart_is_counted_and_tried_again(rig, caplog):
+    rw = rig(max_mem='5M', max_count='0')
+    rw.circusd.replies['restart'] = {'status': 'error', 'reason': 'nope', 'errno': 3}
     rw.stats = {'11': process(11, size='6M')}
     rw.check(2)
-    assert [c for c, _ in rw.commands] == ['restart', 'restart']
-    assert rw.counted.names == ['over_memory', 'restarting', 'error'] * 2
+    assert [command for command, _ in rw.commands()] == ['restart', 'restart']
+    assert rw.counted() == ['over_memory', 'restarting', 'error'] * 2
     assert 'web: could not restart it: nope' in caplog.text
 
 
-def test_children_get_the_signal_not_the_watcher(scripted):
-    rw = scripted(process_children='true', max_mem='50M', min_cpu='1', max_count='1',
-                  child_signal='USR1')
+def test_a_restart_refused_by_a_busy_circusd_is_asked_again(rig, caplog):
+    answers = []
+
+    def restart(name):
+        answers.append('busy' if len(answers) < 2 else 'ok')
+        if answers[-1] == 'busy':
+            return {'status': 'error', 'errno': 5,
+                    'reason': 'arbiter is already running arbiter_stop command'}
+        return {'status': 'ok'}
+    rw = rig(max_mem='5M', max_count='0')
+    rw.circusd.replies['restart'] = restart
+    rw.stats = {'11': process(11, size='6M')}
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    rw.check()
+    assert answers == ['busy', 'busy', 'ok']  # circusd refused twice, then restarted
+    assert rw.counted() == ['over_memory', 'restarting']
+    assert 'web: restarted' in caplog.text
+
+
+def test_children_get_the_signal_not_the_watcher(rig, caplog):
+    rw = rig(process_children='true', max_mem='50M', min_cpu='1', max_count='1',
+             child_signal='USR1')
     big = {'pid': 21, 'cpu': 0.0, 'mem': 1.0, 'mem_info1': '80M'}
     small = {'pid': 22, 'cpu': 0.0, 'mem': 0.1, 'mem_info1': '5M'}
     rw.stats = {'11': process(11, cpu=10.0, children=[big, small])}
     rw.check()
-    assert rw.commands == [] and rw.counted.names == ['over_memory']
+    assert rw.commands() == [] and rw.counted() == ['over_memory']
+    caplog.set_level(logging.INFO, logger='circus_plugins')
     rw.check()
     # Children are judged on memory only: circusd 0.19 reports 0.0 CPU for each.
-    assert rw.commands == [('signal', {'name': 'web', 'pid': 11, 'childpid': 21,
-                                       'signum': signal.SIGUSR1})]
-    assert 21 not in rw.counts and rw.counts[22]['under_cpu'] == 0
+    assert rw.commands() == [('signal', {'name': 'web', 'pid': 11, 'childpid': 21,
+                                         'signum': signal.SIGUSR1})]
+    assert 21 not in rw.plugin.counts and rw.plugin.counts[22]['under_cpu'] == 0
+    assert 'web: sent SIGUSR1 to child 21' in caplog.text
     rw.stats = {'11': process(11, cpu=10.0)}  # the children are gone
     rw.check()
-    assert set(rw.counts) == {'watcher'}
+    assert set(rw.plugin.counts) == {'watcher'}
 
 
 # -- under circusd -------------------------------------------------------------------------
-
-def plugin_pid(circusd, name):
-    pid = wait_for(lambda: circusd.pids('plugin:%s' % name), timeout=8,
-                   what='plugin %s' % name)[0]
-    wait_connected(pid, circusd.endpoint, timeout=8)
-    return pid
-
 
 def test_circusd_stats_show_a_busy_loop_from_the_second_reading(start_circusd):
     circusd = start_circusd(watchers={'burner': {'cmd': BURNER}})
@@ -316,7 +322,7 @@ def test_busy_watcher_restarted_idle_one_left_alone(start_circusd, udp):
         prefix = 'circus.app.watcher._resource_watcher.'
         udp.wait_lines(lambda lines: lines.count(prefix + 'idle.under_cpu:1|c') >= 5,
                        timeout=8, what='five checks of the idle watcher')
-        events.listen(0.5)
+        caught_up(circusd, events, 'nudge')  # what the first four checks did, we see
         idle_events = [topic for topic, message in events.events
                        if topic.startswith(b'watcher.idle.')
                        and json.loads(message)['time'] >= synced]

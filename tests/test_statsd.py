@@ -10,10 +10,14 @@ import subprocess
 
 import pytest
 
-from circus_plugins import ConfigError
-from circus_plugins.statsd import FullStats, StatsdClient, StatsdEmitter, human_to_bytes
-from circus_plugins.testing import EventRecorder, PluginProcess, UdpReceiver, free_port, \
-    wait_connected, wait_for
+from circus_plugins import CallError, ConfigError
+from circus_plugins._stats import human_to_bytes
+from circus_plugins.statsd import FullStats, StatsdClient, StatsdEmitter
+from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, \
+    UdpReceiver, free_port, wait_connected, wait_for
+from conftest import StatsdRecorder, caught_up, look_now
+
+NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0)
 
 
 @pytest.fixture
@@ -88,7 +92,6 @@ def test_send_errors_are_counted_and_logged_once(caplog):
     client.increment('b')
     assert client.errors == 3 and client.sent == 0  # the lookup, then two sends
     assert len([r for r in caplog.records if 'no-such-host' in r.getMessage()]) == 1
-    client.stop()
 
 
 @pytest.mark.parametrize('host', ['a..b', 'x' * 64 + '.example'])
@@ -96,7 +99,6 @@ def test_a_host_name_that_cannot_be_encoded_is_a_failed_lookup(host):
     client = StatsdClient(host, 8125)  # no UnicodeError from the IDNA codec
     client.increment('a')
     assert client.errors == 2 and client.sent == 0
-    client.stop()
 
 
 def test_human_to_bytes():
@@ -129,13 +131,9 @@ def test_emitter_under_circusd(start_circusd, udp):
 
 
 def test_emitter_batches_a_burst(udp):
-    emitter = StatsdEmitter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
-                            host='127.0.0.1', port=udp.port)
-    with emitter:
-        def burst():
-            for n in range(50):
-                emitter.handle_recv((b'watcher.w%d.spawn' % n, b'{}'))
-        emitter.loop.add_callback(burst)
+    emitter = StatsdEmitter(*NOWHERE, host='127.0.0.1', port=udp.port)
+    with ScriptedCircusd(emitter) as circusd:
+        circusd.feed_raw(*[(b'watcher.w%d.spawn' % n, b'{}') for n in range(50)])
         udp.wait_lines(lambda lines: len(lines) == 50)
     assert len(udp.datagrams) < 10
 
@@ -158,57 +156,57 @@ def test_full_stats_under_circusd(start_circusd, udp):
     assert not any('plugin:' in line for line in lines)
 
 
-def test_full_stats_counts_errors(udp):
-    stats = FullStats('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, host='127.0.0.1',
-                      port=udp.port, loop_rate='0.1', call_timeout='0.2')
-    with stats:
-        udp.wait_lines(lambda lines: 'circus.app.watcher._stats.error:1|c' in lines)
+def test_full_stats_counts_errors(caplog):
+    def no_reply():
+        raise CallError("'stats': no reply")
+    stats = FullStats(*NOWHERE)
+    stats.statsd = recorder = StatsdRecorder()
+    with ScriptedCircusd(stats, {'stats': {'status': 'error', 'reason': 'busy'}}) as circusd:
+        look_now(circusd)
+        circusd.replies['stats'] = no_reply
+        look_now(circusd)
+    assert recorder.increments == ['_stats.error', '_stats.error'] and not recorder.gauges
+    assert 'stats failed: busy' in caplog.text and "stats failed: 'stats': no reply" in \
+        caplog.text
+
+
+def test_full_stats_reads_stats_as_the_resource_watcher_does():
+    stats = FullStats(*NOWHERE)
+    stats.statsd = recorder = StatsdRecorder()
+    # JSON's true and 'N/A' are no figures; a process that ended meanwhile is a string.
+    web = {'1': {'pid': 1, 'cpu': True, 'mem': 'N/A', 'mem_info1': 'N/A'},
+           '2': {'pid': 2, 'cpu': 12.5, 'mem': 1.5, 'mem_info1': '2K'},
+           '3': 'No such process (stopped?)'}
+    reply = {'status': 'ok', 'infos': {'web': web, 'plugin:stats': {'4': {'cpu': 1.0}}}}
+    with ScriptedCircusd(stats, {'stats': reply}) as circusd:
+        circusd.feed('web', 'spawn')
+        circusd.feed('web', 'spawn')
+        look_now(circusd)
+    assert recorder.gauges == [('_stats.web.spawn_count', 2), ('_stats.web.watchers_num', 2),
+                               ('_stats.web.cpu_max', 12.5), ('_stats.web.cpu_sum', 12.5),
+                               ('_stats.web.mem_pct_max', 1.5), ('_stats.web.mem_pct_sum', 1.5),
+                               ('_stats.web.mem_max', 2048), ('_stats.web.mem_sum', 2048)]
 
 
 # -- a replaced client -----------------------------------------------------------------------
-
-class Recorder:
-    """A stand-in for the statsd client as circus 0.19's own tests make one: gauge() and
-    increment() of one name, and nothing else (no pipeline, no stop)."""
-
-    def __init__(self):
-        self.gauges = []
-        self.increments = collections.Counter()
-
-    def gauge(self, name, value):
-        self.gauges.append((name, value))
-
-    def increment(self, name):
-        self.increments[name] += 1
-
-
-def emit(plugin, *topics):
-    """Hand events to a running plugin's handle_recv, on its loop."""
-    def handle():
-        for topic in topics:
-            plugin.handle_recv((topic, b'{}'))
-    plugin.loop.add_callback(handle)
-
 
 def no_errors_logged(caplog):
     return not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_a_replaced_client_gets_the_emitter_counts(udp, caplog):
-    emitter = StatsdEmitter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
-                            host='127.0.0.1', port=udp.port)
+    emitter = StatsdEmitter(*NOWHERE, host='127.0.0.1', port=udp.port)
     with UdpReceiver() as other:
-        emitter.statsd.stop()  # as circus's tests do before replacing it
         emitter.statsd = StatsdClient('127.0.0.1', other.port, prefix='other')
-        with emitter:
-            emit(emitter, b'watcher.web.spawn', b'watcher.web.reap')
+        with ScriptedCircusd(emitter) as circusd:
+            circusd.feed_raw((b'watcher.web.spawn', b'{}'), (b'watcher.web.reap', b'{}'))
             other.wait_lines(lambda lines: len(lines) == 2)
             assert other.lines() == ['other.web.spawn:1|c', 'other.web.reap:1|c']
-            recorder = Recorder()
+            recorder = StatsdRecorder()
             emitter.statsd = recorder  # and again while it runs
-            emit(emitter, b'watcher.web.kill', b'watcher.web.kill')
-            wait_for(lambda: recorder.increments == {'web.kill': 2},
-                     what='the recorder to count the kills')
+            circusd.feed('web', 'kill')
+            circusd.feed('web', 'kill')
+            assert recorder.increments == ['web.kill', 'web.kill']
         # Stopped: everything has been sent, and none of it to the first client.
         assert udp.receive(0) == [] and other.receive(0) == []
     assert no_errors_logged(caplog), caplog.text  # the recorder has no stop(): fine
@@ -227,7 +225,7 @@ def test_a_replaced_client_gets_the_full_stats_errors(udp):
 def test_full_stats_gauges_go_to_a_recorder_as_in_circus_tests(circusd, udp, caplog):
     stats = FullStats(circusd.endpoint, circusd.pubsub_endpoint, 1.0, loop_rate='0.1',
                       host='127.0.0.1', port=udp.port)
-    stats.statsd = recorder = Recorder()
+    stats.statsd = recorder = StatsdRecorder()
     wanted = {'_stats.sleeper.%s' % name for name in (
         'cpu_max', 'cpu_sum', 'mem_pct_max', 'mem_pct_sum', 'mem_max', 'mem_sum',
         'watchers_num')}
@@ -390,7 +388,7 @@ def test_emitter_counts_in_the_real_statsd_equal_the_events(start_circusd, stats
         assert circusd.call('stop', name='blink')['status'] == 'ok'
         events.wait(b'watcher.blink.stop')
         settled = recorded()
-        events.listen(0.5)
+        caught_up(circusd, events, 'sleeper')
         assert recorded() == settled, 'blink events after its stop'
 
     assert settled['spawn'] >= 10 and settled['reap'] >= 10
