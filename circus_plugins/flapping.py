@@ -1,62 +1,43 @@
 """Stopping watchers whose processes die too often ("flapping").
 
-A watcher flaps when ``attempts`` of its processes die within ``window`` seconds (plus
-``check_delay``, as circus counts: circusd only notices deaths every ``check_delay``). The
-plugin then stops it, starts it again ``retry_in`` seconds later, and after ``max_retry``
-such retries stops it for good. Each stop and start is confirmed by circusd (retried while
-circusd is busy) and logged.
-
-Options, each of which a watcher may override with a ``flapping.<option>`` key in its own
-section:
-
-- ``attempts`` (default 2): deaths within the window that make a watcher flap;
-- ``window`` (default 1): the window, in seconds;
-- ``retry_in`` (default 7): seconds before a flapping watcher is started again;
-- ``max_retry`` (default 5): restarts before giving up; -1 retries forever;
-- ``active`` (default true): false leaves the watcher (or, at plugin level, every
-  watcher) alone.
-
-Example::
-
-    [plugin:flapping]
-    use = circus_plugins.flapping.Flapping
-    retry_in = 3
-    max_retry = 2
-
-    [watcher:web]
-    cmd = ./web
-    flapping.max_retry = 10
+A watcher flaps when ``attempts`` of its processes die within ``window`` + ``check_delay``
+seconds (circusd notices deaths every ``check_delay``). The plugin then stops it, starts it
+again ``retry_in`` seconds later and, after ``max_retry`` such retries, stops it for good.
+A watcher may override each option with a ``flapping.<option>`` key of its own section
+(``flapping.max_retry = 10``): see the plugin's page in the documentation.
 """
 import collections
-import logging
+import functools
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
-from .config import MAX_COUNT, MAX_SECONDS, abandon, to_bool, to_number
-from .errors import CallError, ConfigError
+from .config import MAX_COUNT, MAX_SECONDS, to_bool, to_number
+from .errors import ConfigError
 from .events import read_event, skip_event
-from .plugin import CircusPlugin
-
-log = logging.getLogger('circus_plugins')
+from .plugin import BUSY_RETRY, CircusPlugin
 
 INFINITE_RETRY = -1
-#: Seconds during which change_state asks a busy circusd again (its default).
-_BUSY_RETRY = 30.0
 #: Seconds an event caused by our own stop or start is awaited (a stop of a stopped
 #: watcher publishes none).
-_EXPECT_FOR = _BUSY_RETRY + 10.0
+_EXPECT_FOR = BUSY_RETRY + 10.0
 #: Seconds a kill is remembered while its reap is awaited.
 _KILL_MEMORY = 60.0
 #: Kills remembered per watcher at most: a decr publishes kills and no reaps.
 _MAX_KILLS = 4096
 
-# name: (kind, default, minimum, maximum)
+
+def _number(minimum: float, maximum: float, integer: bool = False) -> Callable:
+    return functools.partial(to_number, minimum=minimum, maximum=maximum, integer=integer)
+
+
+#: ``{option: (default, converter)}``: the converter reads the plugin's option (through
+#: :meth:`~circus_plugins.CircusPlugin.option`) and a watcher's ``flapping.<option>`` alike.
 _OPTIONS = {
-    'attempts': (int, 2, 1, MAX_COUNT),
-    'window': (float, 1.0, 0, MAX_SECONDS),
-    'retry_in': (float, 7.0, 0, MAX_SECONDS),
-    'max_retry': (int, 5, -1, MAX_COUNT),
-    'active': (bool, True, None, None),
+    'attempts': (2, _number(1, MAX_COUNT, integer=True)),
+    'window': (1.0, _number(0, MAX_SECONDS)),
+    'retry_in': (7.0, _number(0, MAX_SECONDS)),
+    'max_retry': (5, _number(INFINITE_RETRY, MAX_COUNT, integer=True)),
+    'active': (True, to_bool),
 }
 
 
@@ -71,33 +52,25 @@ class _Watch:
         self.retry = None                  # timeout handle of the pending restart
         self.acting = False                # a stop or start of ours is under way
         self.killed: Dict[int, float] = {}  # pid -> when circusd said it killed it
-        self.expected: Dict[str, List[float]] = {'stop': [], 'start': []}
-        # ^ deadlines of the stop/start events our own commands will cause
+        # action -> until when the event of our own stop or start is awaited
+        self.expected: Dict[str, float] = {}
 
     def killed_on_purpose(self, pid: int, now: float) -> bool:
-        """Forget ``pid``'s kill and say whether there was one. circusd publishes a kill
-        before every process it kills (stop, restart, decr...) and, except for decr, a
-        reap after: those deaths are no flapping."""
-        self.forget_kills(now)
-        return self.killed.pop(pid, None) is not None
+        """Forget ``pid``'s kill and say whether there was one lately. circusd publishes a
+        kill before every process it kills (stop, restart, decr...) and, except for decr,
+        a reap after: those deaths are no flapping."""
+        when = self.killed.pop(pid, None)
+        return when is not None and now - when <= _KILL_MEMORY
 
     def forget_kills(self, now: float) -> None:
         """Drop kills older than _KILL_MEMORY and, past _MAX_KILLS, the oldest: decr
         publishes no reap, so its kills would otherwise stay forever."""
-        for old in [p for p, when in self.killed.items() if now - when > _KILL_MEMORY]:
-            del self.killed[old]
-        for old in list(self.killed)[:len(self.killed) - _MAX_KILLS]:
-            del self.killed[old]  # in the order they came
-
-    def expect(self, action: str) -> None:
-        self.expected[action].append(time.monotonic() + _EXPECT_FOR)
+        kept = [(pid, when) for pid, when in self.killed.items() if now - when <= _KILL_MEMORY]
+        self.killed = dict(kept[-_MAX_KILLS:])  # in the order they came
 
     def expected_event(self, action: str) -> bool:
-        """Consume an expectation of ``action``, if one is still due."""
-        now = time.monotonic()
-        pending = [t for t in self.expected[action] if t > now]
-        self.expected[action] = pending[1:]
-        return bool(pending)
+        """Consume the expectation of ``action``; say whether it was still due."""
+        return self.expected.pop(action, 0.0) > time.monotonic()
 
 
 class Flapping(CircusPlugin):
@@ -106,16 +79,10 @@ class Flapping(CircusPlugin):
     name = 'flapping'
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
-        try:
-            super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-            self.defaults = {key: self.option(key, default, kind, minimum=minimum,
-                                              maximum=maximum)
-                             for key, (kind, default, minimum, maximum) in _OPTIONS.items()}
-        except ConfigError:
-            abandon(self)  # this plugin will never run: close what the base class made
-            raise
-        for key, value in self.defaults.items():
-            setattr(self, key, value)
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.defaults = {key: self.option(key, default, convert)
+                         for key, (default, convert) in _OPTIONS.items()}
+        vars(self).update(self.defaults)  # self.attempts, self.window...
         self.watches: Dict[str, _Watch] = {}
 
     def handle_recv(self, data):
@@ -140,36 +107,21 @@ class Flapping(CircusPlugin):
     def _death(self, event) -> None:
         """A kill (remembered: its reap is no flapping) or a reap (counted)."""
         pid, now = event.pid(), time.time()
-        if event.action == 'kill':
-            if pid is None:
-                skip_event(self.name, event, 'process_pid')
-                return
-            watch = self.watches.setdefault(event.watcher, _Watch())
+        reap = event.action == 'reap'
+        # A reap's stamp from the future (another clock, junk) would hold the window open.
+        died = event.time() if reap and 'time' in event.fields else now
+        if pid is None or died is None:
+            skip_event(self.name, event, 'process_pid', *(['time'] if reap else []))
+            return
+        watch = self.watches.setdefault(event.watcher, _Watch())
+        if not reap:
             watch.killed[pid] = now
             if len(watch.killed) > _MAX_KILLS:
                 watch.forget_kills(now)
-            return
-        # circusd always stamps a reap; a stamp from the future (another clock, or junk)
-        # counts as now, or it would hold the window open.
-        died = event.time() if 'time' in event.fields else now
-        if pid is None or died is None:
-            skip_event(self.name, event, 'process_pid', 'time')
-            return
-        watch = self.watches.setdefault(event.watcher, _Watch())
-        if watch.killed_on_purpose(pid, now):
-            return
-        if not watch.acting and watch.retry is None:
+        elif not (watch.killed_on_purpose(pid, now) or watch.acting or watch.retry is not None):
             watch.deaths.append(min(died, now))
-            self.loop.add_callback(self._check, event.watcher, watch)
-
-    def handle_stop(self):
-        self.loop.add_callback(self._cancel_retries)
-
-    def _cancel_retries(self):
-        for watch in self.watches.values():
-            if watch.retry is not None:
-                self.loop.remove_timeout(watch.retry)
-                watch.retry = None
+            self.loop.add_callback(self._safely, event.watcher, 'checking for flapping',
+                                   functools.partial(self._judge, event.watcher, watch))
 
     def _by_someone_else(self, watcher: str, watch: _Watch, action: str) -> None:
         """An operator (or another plugin) stopped or started the watcher: forget the
@@ -177,54 +129,51 @@ class Flapping(CircusPlugin):
         if watch.retry is not None:
             self.loop.remove_timeout(watch.retry)
             watch.retry = None
-            log.info('%s: %s by someone else: cancelled our restart', watcher, action)
+            self.log.info('%s: %s by someone else: cancelled our restart', watcher, action)
         watch.deaths.clear()
         watch.tries = 0
         watch.options = None  # a reloadconfig publishes no "updated": read them again
 
-    async def options_for(self, watcher: str, watch: _Watch) -> Dict[str, Any]:
-        """The plugin's options overridden by the watcher's ``flapping.*`` options."""
+    async def options_for(self, watcher: str, watch: _Watch) -> Optional[Dict[str, Any]]:
+        """The plugin's options overridden by the watcher's ``flapping.*`` options (and
+        ``check_flapping``); ``None`` (logged) if circusd does not tell them."""
         if watch.options is not None:
             return watch.options
-        options = dict(self.defaults)
-        reply = await self.call_async('options', name=watcher)
-        prefix = self.name + '.'
+        reply = await self.ask('options', name=watcher)
+        if reply.get('status') != 'ok':
+            self.log.error('%s: cannot read its options: %s', watcher, reply.get('reason'))
+            return None
+        keys = {'%s.%s' % (self.name, key): (key, convert)
+                for key, (_, convert) in _OPTIONS.items()}
+        keys['check_flapping'] = ('check_flapping', to_bool)
+        options = dict(self.defaults, check_flapping=True)
         for key, value in reply.get('options', {}).items():
-            option = key[len(prefix):] if key.startswith(prefix) else None
-            if option in _OPTIONS:
-                kind, _, minimum, maximum = _OPTIONS[option]
+            if key in keys:
+                option, convert = keys[key]
                 try:
-                    options[option] = (to_bool(value, key) if kind is bool else
-                                       to_number(value, key, minimum=minimum,
-                                                 maximum=maximum, integer=kind is int))
+                    options[option] = convert(value, key)
                 except ConfigError as exc:
-                    log.error('%s: ignored: %s', watcher, exc)
-        if not to_bool(reply.get('options', {}).get('check_flapping', True)):
-            options['active'] = False
+                    self.log.error('%s: ignored: %s', watcher, exc)
+        options['active'] = options.pop('check_flapping') and options['active']
         watch.options = options
         return options
 
-    async def _check(self, watcher: str, watch: _Watch) -> None:
-        # Run by the loop, where an exception would reach tornado's handler, not ours.
+    async def _safely(self, watcher: str, what: str, job: Callable[[], Awaitable]) -> None:
+        """Await ``job()``; run by the loop, where an exception would reach tornado's log
+        instead of the plugin's."""
         try:
-            await self._judge(watcher, watch)
+            await job()
         except Exception:
-            log.exception('plugin %s: %s: checking for flapping failed', self.name, watcher)
+            self.log.exception('%s: %s failed', watcher, what)
 
     async def _judge(self, watcher: str, watch: _Watch) -> None:
-        try:
-            options = await self.options_for(watcher, watch)
-        except CallError as exc:
-            log.error('%s: cannot read its options: %s', watcher, exc)
+        options = await self.options_for(watcher, watch)
+        if options is None:
             return
-        # circusd notices deaths when it checks its processes, every check_delay
-        # seconds, so deaths that close together can be up to check_delay further apart.
-        span = options['window'] + self.check_delay
-        # Reaps may come out of order (stamps from circusd): keep those in the window
-        # that ends with the latest, whatever their order.
+        span = options['window'] + self.check_delay  # circusd sees deaths that late
+        # Reaps may come out of order: keep those in the window that ends with the latest.
         latest = max(watch.deaths, default=time.time())
-        recent = [died for died in watch.deaths if latest - died <= span]
-        watch.deaths = collections.deque(recent)
+        watch.deaths = collections.deque(d for d in watch.deaths if latest - d <= span)
         if not options['active'] or watch.acting or watch.retry is not None:
             return
         if len(watch.deaths) == 1 and latest - watch.restarted > span:
@@ -235,36 +184,34 @@ class Flapping(CircusPlugin):
         max_retry = options['max_retry']
         if watch.tries < max_retry or max_retry == INFINITE_RETRY:
             watch.tries += 1
-            log.info('%s: flapping detected: retry in %g s (attempt number %d)',
-                     watcher, options['retry_in'], watch.tries)
+            self.log.info('%s: flapping detected: retry in %g s (attempt number %d)',
+                          watcher, options['retry_in'], watch.tries)
             if await self._command('stop', watcher, watch):
-                watch.retry = self.loop.call_later(options['retry_in'], self._restart,
-                                                   watcher, watch)
+                watch.retry = self.loop.call_later(
+                    options['retry_in'], self._safely, watcher, 'the restart',
+                    functools.partial(self._restart, watcher, watch))
         else:
-            log.info('%s: flapping detected: reached max retry limit (%d): stopping it '
-                     'for good', watcher, max_retry)
+            self.log.info('%s: flapping detected: reached max retry limit (%d): stopping '
+                          'it for good', watcher, max_retry)
             watch.tries = 0
             await self._command('stop', watcher, watch)
 
     async def _restart(self, watcher: str, watch: _Watch) -> None:
         watch.retry = None
-        try:  # a timer's callback: nothing may escape to the loop
-            if await self._command('start', watcher, watch):
-                watch.restarted = time.time()
-        except Exception:
-            log.exception('plugin %s: %s: the restart failed', self.name, watcher)
+        if await self._command('start', watcher, watch):
+            watch.restarted = time.time()
 
     async def _command(self, command: str, watcher: str, watch: _Watch) -> bool:
-        """Send ``command`` for ``watcher`` until circusd takes it; log the outcome."""
+        """Ask for ``command`` on ``watcher`` until circusd takes it; log the outcome."""
         watch.acting = True
-        watch.expect(command)
+        watch.expected[command] = time.monotonic() + _EXPECT_FOR
         try:
             reply = await self.change_state(command, name=watcher)
         finally:
             watch.acting = False
         if reply.get('status') == 'ok':
-            log.info('%s: %s', watcher, 'stopped' if command == 'stop' else 'started')
+            self.log.info('%s: %s', watcher, 'stopped' if command == 'stop' else 'started')
             return True
-        watch.expected[command].pop()
-        log.error('%s: could not %s it: %s', watcher, command, reply.get('reason'))
+        watch.expected.pop(command, None)
+        self.log.error('%s: could not %s it: %s', watcher, command, reply.get('reason'))
         return False

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
@@ -473,6 +474,16 @@ class ScriptedCircusd:
             return not [t for t in asyncio.all_tasks(loop) if not t.done()]
         wait_for(lambda: self.on_loop(idle) and self.on_loop(idle), timeout, interval=0,
                  what='the plugin to finish what it was given')
+
+    def elapse(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the plugin's loop, then :meth:`settle`: every timer of
+        the plugin due by then (a retry, a periodic check) has run, and what it started
+        has finished. To show that a timer did *not* do something."""
+        done = threading.Event()
+        self.on_loop(lambda: self.plugin.loop.call_later(seconds, done.set))
+        if not done.wait(seconds + 5.0):
+            raise TimeoutError('the plugin loop did not get %s s further' % seconds)
+        self.settle()
 
     def next_command(self, timeout: float = 3.0) -> Tuple[str, Dict[str, Any]]:
         """The next command sent, as ``(command, properties)``; waits up to ``timeout``

@@ -1,21 +1,18 @@
 """Untrusted events: the parser's properties, and every bundled plugin fuzzed with hostile
 events, then still acting on valid ones."""
-import functools
 import itertools
 import json
 import logging
 import math
 import os
-import queue
 import re
 import socket
+import threading
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import unstarted
 
 from circus_plugins import command_reloader
 from circus_plugins.command_reloader import CommandReloader
@@ -23,7 +20,7 @@ from circus_plugins.events import (MAX_BODY, MAX_PID, MAX_TIME, MAX_TOPIC, Event
                                    MalformedEvent, parse_event, read_event, skip_event)
 from circus_plugins.flapping import Flapping
 from circus_plugins.statsd import FullStats, StatsdEmitter
-from circus_plugins.testing import EventRecorder, free_port, wait_for
+from circus_plugins.testing import EventRecorder, ScriptedCircusd, free_port, wait_for
 from circus_plugins.watchdog import WatchDog
 
 NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2')  # zmq connects lazily: never used
@@ -237,7 +234,7 @@ _NOT_AN_EVENT = [(b'watcher.web', b'{}'), (b'watcher.\xff.spawn', b'{}'), (None,
 def test_each_unusable_event_is_skipped_with_one_warning(make, unusable, caplog):
     """Including those whose topic or body is unusable to every plugin."""
     caplog.set_level(logging.DEBUG, logger='circus_plugins')
-    plugin = unstarted(make())
+    plugin = make()  # not started: a constructor opens nothing
     for data in unusable + _NOT_AN_EVENT:
         caplog.clear()
         plugin.handle_recv(data)
@@ -247,7 +244,7 @@ def test_each_unusable_event_is_skipped_with_one_warning(make, unusable, caplog)
 
 
 def test_command_reloader_takes_a_start_from_the_future_as_now():
-    plugin = unstarted(_reloader())
+    plugin = _reloader()
     before = time.time()
     plugin.handle_recv((b'watcher.web.start', dumps({'time': MAX_TIME})))
     # else every change until the year 9999 would look restarted by circusd already
@@ -256,65 +253,16 @@ def test_command_reloader_takes_a_start_from_the_future_as_now():
 
 # -- every bundled plugin, fuzzed ---------------------------------------------------------------
 
-class Harness:
-    """A started plugin whose commands go to ``script(harness, command, **props)`` (an
-    ``async`` function) instead of circusd, fed events on its own loop; it records what
-    escaped: exceptions out of handle_recv, the asyncio exception handler's calls, and
-    what was logged at warning level or above (by the plugin, tornado or asyncio)."""
-
-    def __init__(self, plugin, script=None):
-        self.plugin = plugin
-        self.commands = queue.Queue()
-        self.escaped = []
-        self.records = []
-        if script is not None:
-            plugin.call_async = functools.partial(script, self)
-        self._handler = logging.Handler(logging.WARNING)
-        self._handler.emit = self.records.append
-        self._loggers = [logging.getLogger(name) for name in
-                         ('circus_plugins', 'tornado', 'asyncio')]
-
-    def __enter__(self):
-        for logger in self._loggers:
-            logger.addHandler(self._handler)
-        self.plugin.start_background()
-        self.on_loop(lambda: self.plugin.loop.asyncio_loop.set_exception_handler(
-            lambda loop, context: self.escaped.append(context)))
-        return self
-
-    def __exit__(self, *exc_info):
-        self.plugin.stop()
-        for logger in self._loggers:
-            logger.removeHandler(self._handler)
-
-    def on_loop(self, function, timeout=5.0):
-        """Run ``function()`` on the plugin's loop, after what is queued there, and
-        return its result."""
-        done = queue.Queue()
-        self.plugin.loop.add_callback(lambda: done.put(function()))
-        return done.get(timeout=timeout)
-
-    def feed(self, events):
-        """handle_recv each event on the loop; then let what they scheduled run (the
-        scripted commands never wait, so a few turns of the loop do)."""
-        def run():
-            for data in events:
-                try:
-                    self.plugin.handle_recv(data)
-                except Exception as exc:  # what the base class would log as a failure
-                    self.escaped.append(exc)
-        self.on_loop(run)
-        for _ in range(5):  # a coroutine's task, then tasks it gathers...
-            self.on_loop(lambda: None)
-
-    def check(self, fed):
-        """Nothing escaped; no error logged; at most one line logged per event fed."""
-        assert self.escaped == []
-        problems = [r for r in self.records if r.levelno >= logging.ERROR or r.exc_info
-                    or not r.name.startswith('circus_plugins')]
-        assert problems == [], [r.getMessage() for r in problems]
-        assert len(self.records) <= fed
-        self.records.clear()
+def check(circusd, caplog, fed):
+    """Nothing escaped the plugin; nothing logged at error level, with a traceback or by
+    another logger (tornado's, asyncio's); at most one line logged per event fed."""
+    assert circusd.escaped == []
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    problems = [r for r in records if r.levelno >= logging.ERROR or r.exc_info
+                or not r.name.startswith('circus_plugins')]
+    assert problems == [], [r.getMessage() for r in problems]
+    assert len(records) <= fed
+    caplog.clear()
 
 
 def fuzz(examples=40):
@@ -322,18 +270,25 @@ def fuzz(examples=40):
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-async def flapping_script(harness, command, **props):
-    """Flapping's circusd: no options of the watchers; other commands recorded."""
-    if command == 'options':
-        return {'status': 'ok', 'options': {}}
-    harness.commands.put((command, props['name']))
-    return {'status': 'ok'}
+#: Flapping's circusd: watchers without options of their own.
+NO_OPTIONS = {'options': {'status': 'ok', 'options': {}}}
 
 
-def test_flapping_fuzzed_still_stops_a_flapping_watcher():
+def flapping(**options):
+    """A Flapping plugin and its scripted circusd; options questions not recorded."""
+    plugin = Flapping(*NOWHERE, 0.0, **dict({'attempts': '2', 'window': '1'}, **options))
+    return ScriptedCircusd(plugin, NO_OPTIONS, ignore=['options'])
+
+
+def stop(watcher):
+    return ('stop', {'name': watcher})
+
+
+def test_flapping_fuzzed_still_stops_a_flapping_watcher(caplog):
     serial = itertools.count()
-    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='1', retry_in='0', max_retry='-1')
-    with Harness(plugin, flapping_script) as harness:
+    with flapping(retry_in='0', max_retry='-1') as circusd:
+        plugin = circusd.plugin
+
         @fuzz(100)
         @given(hostile())
         def run(junk):
@@ -341,113 +296,108 @@ def test_flapping_fuzzed_still_stops_a_flapping_watcher():
             number = next(serial)
             victim = 'web%d' % number
             junk = aim(junk, victim)
-            harness.feed(junk)
-            harness.check(len(junk))
+            circusd.feed_raw(*junk)
+            check(circusd, caplog, len(junk))
 
             def idle():  # no stop, start or restart of ours under way
                 watch = plugin.watches.get(victim)
                 return watch is None or (watch.retry is None and not watch.acting)
-            wait_for(lambda: harness.on_loop(idle), what='flapping to be idle')
-            while not harness.commands.empty():
-                harness.commands.get()
+            wait_for(lambda: circusd.on_loop(idle), what='flapping to be idle')
+            circusd.settle()
+            while not circusd.commands.empty():
+                circusd.commands.get()
             base = 3000000 + 10 * number
-            harness.feed([(topic_of(victim, 'reap'),
-                           dumps({'process_pid': base + n, 'time': time.time(),
-                                  'exit_code': 1})) for n in range(2)])
-            assert harness.commands.get(timeout=3) == ('stop', victim)
-            harness.check(0)
+            circusd.feed_raw(*[(topic_of(victim, 'reap'),
+                                dumps({'process_pid': base + n, 'time': time.time(),
+                                       'exit_code': 1})) for n in range(2)])
+            assert circusd.next_command(timeout=0) == stop(victim)
+            check(circusd, caplog, 0)
         run()
 
 
 @pytest.mark.parametrize('bad_time', ['1700000000', None, [], {}, float('nan'), 1e308, -5])
-def test_flapping_after_a_reap_with_a_bad_time(bad_time):
+def test_flapping_after_a_reap_with_a_bad_time(bad_time, caplog):
     """The issue's case: one reap whose time is a string disabled the watcher."""
-    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='1', retry_in='60')
-    with Harness(plugin, flapping_script) as harness:
-        harness.feed([(b'watcher.web.reap', dumps({'process_pid': 7, 'time': bad_time}))])
-        [warning] = harness.records
+    with flapping(retry_in='60') as circusd:
+        circusd.feed('web', 'reap', process_pid=7, time=bad_time)
+        [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert 'plugin flapping: skipped reap event of watcher' in warning.getMessage()
-        harness.records.clear()
-        harness.feed([(b'watcher.web.reap', dumps({'process_pid': pid, 'time': time.time()}))
-                      for pid in (8, 9)])
-        assert harness.commands.get(timeout=3) == ('stop', 'web')
-        harness.check(0)
+        caplog.clear()
+        for pid in (8, 9):
+            circusd.feed('web', 'reap', process_pid=pid, time=time.time())
+        assert circusd.next_command(timeout=0) == stop('web')
+        check(circusd, caplog, 0)
 
 
-def test_flapping_reaps_out_of_order_or_from_the_future_do_not_add_up():
-    def reap(watcher, pid, when):
-        return (topic_of(watcher, 'reap'), dumps({'process_pid': pid, 'time': when}))
-    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='0.1', retry_in='60')
-    with Harness(plugin, flapping_script) as harness:
+def test_flapping_reaps_out_of_order_or_from_the_future_do_not_add_up(caplog):
+    with flapping(window='0.1', retry_in='60') as circusd:
         # A stamp from long ago, after a death now: the two are a window apart.
-        harness.feed([reap('past', 1, time.time()), reap('past', 2, 1000.0)])
+        circusd.feed('past', 'reap', process_pid=1, time=time.time())
+        circusd.feed('past', 'reap', process_pid=2, time=1000.0)
         # A stamp from the future counts as now, and is out of the window later on.
-        harness.feed([reap('future', 3, 1e11)])
+        circusd.feed('future', 'reap', process_pid=3, time=1e11)
         start = time.monotonic()
         wait_for(lambda: time.monotonic() - start > 0.25, what='the window to pass')
-        harness.feed([reap('future', 4, time.time())])
-        with pytest.raises(queue.Empty):
-            harness.commands.get(timeout=0.3)
-        harness.feed([reap('future', pid, time.time()) for pid in (5, 6)])  # flapping
-        assert harness.commands.get(timeout=3) == ('stop', 'future')
-        harness.check(0)
+        circusd.feed('future', 'reap', process_pid=4, time=time.time())
+        assert circusd.no_command()
+        for pid in (5, 6):  # flapping
+            circusd.feed('future', 'reap', process_pid=pid, time=time.time())
+        assert circusd.next_command(timeout=0) == stop('future')
+        check(circusd, caplog, 0)
 
 
-def test_an_exception_in_flappings_check_is_logged_by_the_plugin():
-    async def script(harness, command, **props):
-        if command == 'options' and not failed:
-            failed.append(command)
+def test_an_exception_in_flappings_check_is_logged_by_the_plugin(caplog):
+    def options(name):
+        if not failed:
+            failed.append(name)
             raise RuntimeError('options blew up')
-        return await flapping_script(harness, command, **props)
+        return NO_OPTIONS['options']
     failed = []
-    plugin = Flapping(*NOWHERE, 0.0, attempts='2', window='1', retry_in='60')
-    with Harness(plugin, script) as harness:
-        harness.feed([(b'watcher.web.reap', dumps({'process_pid': 1}))])
-        [record] = harness.records
-        assert record.name == 'circus_plugins' and record.exc_info
-        assert 'plugin flapping: web: checking for flapping failed' in record.getMessage()
-        harness.records.clear()
-        harness.feed([(b'watcher.web.reap', dumps({'process_pid': pid})) for pid in (2, 3)])
-        assert harness.commands.get(timeout=3) == ('stop', 'web')
-        harness.check(0)
+    with flapping(retry_in='60') as circusd:
+        circusd.replies['options'] = options
+        circusd.feed('web', 'reap', process_pid=1)
+        [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert record.name == 'circus_plugins.flapping' and record.exc_info
+        assert record.getMessage() == 'web: checking for flapping failed'
+        caplog.clear()
+        for pid in (2, 3):
+            circusd.feed('web', 'reap', process_pid=pid)
+        assert circusd.next_command(timeout=0) == stop('web')
+        check(circusd, caplog, 0)
 
 
-def test_watchdog_fuzzed_keeps_its_processes_and_still_kills():
+def test_watchdog_fuzzed_keeps_its_processes_and_still_kills(caplog):
     alive = set()
 
-    async def script(harness, command, **props):
-        if command == 'list':
-            if 'name' not in props:
-                return {'status': 'ok', 'watchers': ['web']}
-            return {'status': 'ok', 'pids': sorted(alive)}
-        harness.commands.put((command, props.get('pid')))
-        return {'status': 'ok'}
+    def listing(name=None):
+        if name is None:
+            return {'status': 'ok', 'watchers': ['web']}
+        return {'status': 'ok', 'pids': sorted(alive)}
     plugin = WatchDog(*NOWHERE, 0.0, port=str(free_port(socket.SOCK_DGRAM)),
                       loop_rate='0.05', max_count='1')
     pids = itertools.count(3000000)
-    with Harness(plugin, script) as harness:
+    with ScriptedCircusd(plugin, {'list': listing}, ignore=['list']) as circusd:
         @fuzz(30)
         @given(hostile(st.sampled_from(['spawn', 'reap', 'kill', 'stop'])))
         def run(junk):
             junk = aim(junk, 'web')
-            harness.feed(junk)
-            harness.check(len(junk))
+            circusd.feed_raw(*junk)
+            check(circusd, caplog, len(junk))
 
             def sound():
                 return all(type(pid) is int and 0 < pid <= MAX_PID and
                            isinstance(process.watcher, str)
                            for pid, process in plugin.processes.items())
-            assert harness.on_loop(sound)
+            assert circusd.on_loop(sound)
             pid = next(pids)
             alive.add(pid)
-            harness.feed([(b'watcher.web.spawn', dumps({'process_pid': pid, 'time': 1}))])
-            wait_for(lambda: ('kill', pid) in list(harness.commands.queue), timeout=3,
-                     what='pid %d to be killed' % pid)
+            circusd.feed('web', 'spawn', process_pid=pid, time=1)
+            assert circusd.next_command() == ('kill', {'name': 'web', 'pid': pid})
             alive.discard(pid)
-            harness.feed([(b'watcher.web.spawn', dumps({'process_pid': pid})),
-                          (b'watcher.web.reap', dumps({'process_pid': pid}))])
-            assert harness.on_loop(lambda: pid not in plugin.processes)
-            harness.check(0)
+            circusd.feed('web', 'spawn', process_pid=pid)
+            circusd.feed('web', 'reap', process_pid=pid)
+            assert circusd.on_loop(lambda: pid not in plugin.processes)
+            check(circusd, caplog, 0)
         run()
 
 
@@ -456,24 +406,19 @@ def touch_later(path, seconds=10):
     os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + seconds * 10 ** 9))
 
 
-def test_command_reloader_fuzzed_still_restarts_on_a_change(tmp_path):
+def test_command_reloader_fuzzed_still_restarts_on_a_change(tmp_path, caplog):
     web = tmp_path / 'web.sh'
     web.write_text('#!/bin/sh\nexec sleep 1000\n')
     web.chmod(0o755)
     looks = [0]
 
-    async def script(harness, command, **props):
-        if command == 'list':
-            looks[0] += 1
-            return {'status': 'ok', 'watchers': ['web']}
-        if command == 'get':
-            return {'status': 'ok', 'options': {'cmd': str(web)}}
-        if command == 'status':
-            return {'status': 'active'}
-        harness.commands.put((command, props['name']))
-        return {'status': 'ok'}
+    def listing():
+        looks[0] += 1
+        return {'status': 'ok', 'watchers': ['web']}
+    replies = {'list': listing, 'get': {'status': 'ok', 'options': {'cmd': str(web)}},
+               'status': {'status': 'active'}}
     plugin = CommandReloader(*NOWHERE, 0.0, loop_rate='0.02')
-    with Harness(plugin, script) as harness:
+    with ScriptedCircusd(plugin, replies, ignore=['list', 'get', 'status']) as circusd:
         wait_for(lambda: 'web' in plugin.watches and plugin.watches['web'].stamps,
                  what='a first look')
 
@@ -481,62 +426,61 @@ def test_command_reloader_fuzzed_still_restarts_on_a_change(tmp_path):
         @given(hostile(st.sampled_from(['start', 'reload', 'updated', 'stop'])))
         def run(junk):
             junk = aim(junk, 'web')
-            harness.feed(junk)
-            harness.check(len(junk))
-            started = harness.on_loop(lambda: plugin.watches['web'].started)
+            circusd.feed_raw(*junk)
+            check(circusd, caplog, len(junk))
+            started = circusd.on_loop(lambda: plugin.watches['web'].started)
             assert type(started) is float and 0 <= started <= time.time()
             touch_later(str(web))
-            assert harness.commands.get(timeout=3) == ('restart', 'web')
+            assert circusd.next_command() == ('restart', {'name': 'web', 'match': 'simple'})
             seen = looks[0]
-            wait_for(lambda: looks[0] > seen + 2, what='the look to end')
-            assert harness.commands.empty()
-            harness.check(0)
+            wait_for(lambda: looks[0] > seen + 2, what='two more looks')
+            assert circusd.no_command()
+            check(circusd, caplog, 0)
         run()
 
 
-def test_statsd_emitter_fuzzed_still_counts(udp):
+def test_statsd_emitter_fuzzed_still_counts(udp, caplog):
     serial = itertools.count()
     plugin = StatsdEmitter(*NOWHERE, 0.0, host='127.0.0.1', port=str(udp.port))
-    with Harness(plugin) as harness:
+    with ScriptedCircusd(plugin) as circusd:
         @fuzz()
         @given(st.lists(frames, max_size=25))
         def run(junk):
-            harness.feed(junk)
-            harness.check(len(junk))
+            circusd.feed_raw(*junk)
+            check(circusd, caplog, len(junk))
             name = 'zz-valid-%d' % next(serial)
-            harness.feed([(topic_of(name, 'spawn'), b'{}'), (topic_of(name, 'spawn'), b'')])
+            circusd.feed_raw((topic_of(name, 'spawn'), b'{}'), (topic_of(name, 'spawn'), b''))
             udp.wait_lines(lambda lines: lines.count(
                 'circus.app.watcher.%s.spawn:1|c' % name) == 2)
             assert all(re.fullmatch(r'[^:|@\s]+:1\|c', line) for line in udp.lines())
-            harness.check(0)
+            check(circusd, caplog, 0)
         run()
 
 
-def test_full_stats_fuzzed_still_counts_spawns(udp):
-    async def script(harness, command, **props):
-        return {'status': 'ok', 'infos': {'web': {'1': {'cpu': 1.0, 'mem': 2.0}}}}
+def test_full_stats_fuzzed_still_counts_spawns(udp, caplog):
+    replies = {'stats': {'status': 'ok', 'infos': {'web': {'1': {'cpu': 1.0, 'mem': 2.0}}}}}
     plugin = FullStats(*NOWHERE, 0.0, host='127.0.0.1', port=str(udp.port),
                        loop_rate='0.02')
-    with Harness(plugin, script) as harness:
+    with ScriptedCircusd(plugin, replies) as circusd:
         @fuzz(30)
         @given(hostile(st.just('spawn')))
         def run(junk):
             junk = aim(junk, 'web')
-            harness.feed(junk)
-            harness.check(len(junk))
-            before = harness.on_loop(lambda: plugin._spawns.get('web', 0))
-            harness.feed([(b'watcher.web.spawn', b'\xff'), (b'watcher.web.spawn', b'{}')])
-            count = harness.on_loop(lambda: plugin._spawns['web'])
+            circusd.feed_raw(*junk)
+            check(circusd, caplog, len(junk))
+            before = circusd.on_loop(lambda: plugin._spawns.get('web', 0))
+            circusd.feed_raw((b'watcher.web.spawn', b'\xff'), (b'watcher.web.spawn', b'{}'))
+            count = circusd.on_loop(lambda: plugin._spawns['web'])
             assert count == before + 2
             udp.wait_lines(lambda lines: 'circus.app.watcher._stats.web.spawn_count:%d|g'
                            % count in lines)
-            harness.check(0)
+            check(circusd, caplog, 0)
         run()
 
 
 # -- under a real circusd -----------------------------------------------------------------------
 
-def test_flapping_under_circusd_still_stops_a_watcher_after_junk(start_circusd):
+def test_flapping_under_circusd_still_stops_a_watcher_after_junk(start_circusd, caplog):
     circusd = start_circusd(watchers={'bad': {'cmd': 'false', 'autostart': 'false'},
                                       'good': {'cmd': 'sleep 1000'}})
     plugin = Flapping(circusd.endpoint, circusd.pubsub_endpoint, 1.0, attempts='2',
@@ -548,14 +492,25 @@ def test_flapping_under_circusd_still_stops_a_watcher_after_junk(start_circusd):
             (b'watcher.bad.reap', b'\xff\xfe'), (b'watcher.\xff.reap', b'{}'),
             (b'watcher.bad.reap', dumps({'time': 1e308, 'process_pid': 3})),
             (b'watcher.bad.reap', dumps({'time': -1, 'process_pid': 4}))]
-    with Harness(plugin) as harness:
-        with EventRecorder(circusd.pubsub_endpoint) as events:
-            events.sync(circusd, 'good')
-            harness.feed(junk * 10)
-            assert circusd.call('start', name='bad')['status'] == 'ok'
-            # Between two deaths, when the junk is not wiped by the start (the issue's case)
-            events.wait(b'watcher.bad.reap')
-            harness.feed(junk * 10)
-            events.wait(b'watcher.bad.stop', timeout=8)
-        assert circusd.status('bad') == 'stopped'
-        harness.check(len(junk) * 20)
+
+    def feed(events):  # on the loop, between circusd's own events
+        done = threading.Event()
+
+        def run():
+            for data in events:
+                plugin.handle_recv(data)
+            done.set()
+        plugin.loop.add_callback(run)
+        assert done.wait(5)
+    with plugin, EventRecorder(circusd.pubsub_endpoint) as events:
+        events.sync(circusd, 'good')
+        feed(junk * 10)
+        assert circusd.call('start', name='bad')['status'] == 'ok'
+        # Between two deaths, when the junk is not wiped by the start (the issue's case)
+        events.wait(b'watcher.bad.reap')
+        feed(junk * 10)
+        events.wait(b'watcher.bad.stop', timeout=8)
+    assert circusd.status('bad') == 'stopped'
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in warnings)
+    assert len(warnings) <= len(junk) * 20

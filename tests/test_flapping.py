@@ -1,55 +1,37 @@
 """The flapping plugin: its rules with a scripted circusd, and its effect on a real one."""
 import json
-import queue
+import logging
 import time
 
 import pytest
 
 from circus_plugins import ConfigError
 from circus_plugins.flapping import Flapping
-from circus_plugins.testing import EventRecorder, PluginProcess, wait_connected, wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, \
+    wait_connected, wait_for
 
 
-class Scripted:
-    """A Flapping plugin whose commands go to a script instead of circusd."""
+NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2')
 
-    def __init__(self, options=None, check_delay=0.0, **config):
-        self.plugin = Flapping('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', check_delay, **config)
-        self.options = options or {}
-        self.commands = queue.Queue()
 
-        async def call_async(command, **props):
-            if command == 'options':
-                return {'status': 'ok', 'options': dict(self.options)}
-            self.commands.put((command, props['name'], time.monotonic()))
-            return {'status': 'ok'}
-        self.plugin.call_async = call_async
+def scripted(options=None, check_delay=0.0, **config):
+    """A Flapping plugin and a scripted circusd whose watchers have ``options``; the
+    ``options`` questions are answered, not recorded."""
+    reply = {'status': 'ok', 'options': dict(options or {})}
+    return ScriptedCircusd(Flapping(*NOWHERE, check_delay, **config), {'options': reply},
+                           ignore=['options'])
 
-    def event(self, watcher, action, **message):
-        data = (('watcher.%s.%s' % (watcher, action)).encode(), json.dumps(message).encode())
-        self.plugin.loop.add_callback(self.plugin.handle_recv, data)
 
-    def reaps(self, watcher, count):
-        for _ in range(count):
-            self.event(watcher, 'reap', process_pid=1, exit_code=1)
+def reaps(circusd, watcher, count):
+    for _ in range(count):
+        circusd.feed(watcher, 'reap', process_pid=1, exit_code=1)
 
-    def next_command(self, timeout=3.0):
-        return self.commands.get(timeout=timeout)
 
-    def no_command(self, within):
-        """True if no command comes within ``within`` seconds: what must not happen."""
-        try:
-            self.commands.get(timeout=within)
-        except queue.Empty:
-            return True
-        return False
+def retry_pending(circusd, watcher):
+    return circusd.on_loop(lambda: circusd.plugin.watches[watcher].retry is not None)
 
-    def __enter__(self):
-        self.plugin.start_background()
-        return self
 
-    def __exit__(self, *exc_info):
-        self.plugin.stop()
+STOP, START = ('stop', {'name': 'web'}), ('start', {'name': 'web'})
 
 
 def test_defaults_and_bad_options():
@@ -63,64 +45,97 @@ def test_defaults_and_bad_options():
 
 
 def test_flapping_stops_retries_and_gives_up():
-    with Scripted(attempts='3', window='1', retry_in='0.2', max_retry='1') as s:
-        s.reaps('web', 2)
-        assert s.no_command(0.2)
-        s.reaps('web', 1)
-        assert s.next_command()[:2] == ('stop', 'web')
-        s.event('web', 'stop')
-        stopped_at = time.monotonic()
-        command, _, started_at = s.next_command()
-        assert command == 'start' and 0.15 < started_at - stopped_at < 1.0
-        s.event('web', 'start')
-        s.reaps('web', 3)
-        assert s.next_command()[:2] == ('stop', 'web')  # max_retry reached: for good
-        assert s.no_command(0.4)
+    with scripted(attempts='3', window='1', retry_in='0.3', max_retry='1') as s:
+        reaps(s, 'web', 2)
+        assert s.no_command()
+        before = time.monotonic()  # the retry's timer cannot start before this reap
+        reaps(s, 'web', 1)
+        assert s.next_command(timeout=0) == STOP
+        s.feed('web', 'stop')
+        assert s.next_command() == START
+        assert 0.3 <= time.monotonic() - before < 2.0
+        s.feed('web', 'start')
+        reaps(s, 'web', 3)
+        assert s.next_command(timeout=0) == STOP  # max_retry reached: for good
+        assert not retry_pending(s, 'web')
+        s.elapse(0.4)
+        assert s.no_command() and s.escaped == []
 
 
 def test_deaths_spread_over_more_than_the_window_are_not_flapping():
-    with Scripted(attempts='2', window='0.1') as s:
-        s.reaps('web', 1)
-        assert s.no_command(0.2)
-        s.reaps('web', 1)
-        assert s.no_command(0.2)
+    with scripted(attempts='2', window='0.1') as s:
+        s.feed('web', 'reap', process_pid=1, time=time.time() - 1)
+        s.feed('web', 'reap', process_pid=2, time=time.time())
+        assert s.no_command()
+        s.feed('web', 'reap', process_pid=3, time=time.time())  # within the window
+        assert s.next_command(timeout=0) == STOP
 
 
-def test_a_stop_by_someone_else_cancels_the_retry():
-    with Scripted(retry_in='0.3') as s:
-        s.reaps('web', 2)
-        assert s.next_command()[:2] == ('stop', 'web')
-        s.event('web', 'stop')   # ours
-        s.event('web', 'stop')   # the operator's
-        assert s.no_command(0.6)
+def test_a_stop_by_someone_else_cancels_the_retry(caplog):
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    with scripted(retry_in='0.3') as s:
+        reaps(s, 'web', 2)
+        assert s.next_command(timeout=0) == STOP
+        s.feed('web', 'stop')   # ours
+        assert retry_pending(s, 'web')
+        s.feed('web', 'stop')   # the operator's
+        assert 'web: stop by someone else: cancelled our restart' in caplog.text
+        s.elapse(0.4)
+        assert s.no_command()
 
 
 def test_max_retry_minus_one_retries_forever():
-    with Scripted(retry_in='0.05', max_retry='-1') as s:
+    with scripted(retry_in='0.05', max_retry='-1') as s:
         for _ in range(4):
-            s.reaps('web', 2)
-            assert s.next_command()[0] == 'stop'
-            assert s.next_command()[0] == 'start'
+            reaps(s, 'web', 2)
+            assert s.next_command(timeout=0) == STOP
+            assert s.next_command() == START
+            s.settle()
 
 
-def test_watcher_options_override_and_refresh_on_update():
-    with Scripted(options={'flapping.attempts': '3', 'flapping.max_retry': '0',
-                           'flapping.window': 'wide'}) as s:
-        s.reaps('web', 2)
-        assert s.no_command(0.2)
-        s.reaps('web', 1)
-        assert s.next_command()[0] == 'stop'
-        assert s.no_command(0.3)  # max_retry 0: no restart
-        s.options = {'flapping.active': 'false'}
-        s.event('web', 'updated')
-        s.reaps('web', 4)
-        assert s.no_command(0.3)
+def test_watcher_options_override_and_refresh_on_update(caplog):
+    with scripted({'flapping.attempts': '3', 'flapping.max_retry': '0',
+                   'flapping.window': 'wide'}) as s:
+        reaps(s, 'web', 2)
+        assert s.no_command()
+        reaps(s, 'web', 1)
+        assert s.next_command(timeout=0) == STOP
+        assert not retry_pending(s, 'web')  # max_retry 0: no restart
+        # The watcher's bad value is refused as the plugin's own would be, in one line.
+        [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert error.getMessage() == "web: ignored: option 'flapping.window': 'wide' is not " \
+            "a number"
+        s.replies['options'] = {'status': 'ok', 'options': {'flapping.active': 'false'}}
+        s.feed('web', 'updated')
+        reaps(s, 'web', 4)
+        assert s.no_command()
 
 
 def test_check_flapping_false_and_inactive_watchers_are_left_alone():
-    with Scripted(options={'check_flapping': False}) as s:
-        s.reaps('web', 5)
-        assert s.no_command(0.3)
+    with scripted({'check_flapping': False}) as s:
+        reaps(s, 'web', 5)
+        assert s.no_command()
+
+
+def test_unreadable_watcher_options_mean_no_judgement(caplog):
+    with scripted() as s:
+        s.replies['options'] = {'status': 'error', 'reason': 'no reply within 5 s'}
+        reaps(s, 'web', 3)
+        assert s.no_command()
+        assert caplog.text.count('web: cannot read its options: no reply within 5 s') == 3
+        s.replies['options'] = {'status': 'ok', 'options': {}}
+        reaps(s, 'web', 2)
+        assert s.next_command(timeout=0) == STOP
+
+
+def test_a_refused_stop_is_logged_and_starts_nothing(caplog):
+    with scripted(retry_in='0') as s:
+        s.replies['stop'] = {'status': 'error', 'errno': 3, 'reason': 'program web not found'}
+        reaps(s, 'web', 2)
+        assert s.next_command(timeout=0) == STOP
+        assert 'web: could not stop it: program web not found' in caplog.text
+        s.elapse(0.05)
+        assert s.no_command()
 
 
 @pytest.fixture
@@ -163,13 +178,12 @@ def test_flapping_watcher_under_circusd_is_retried_then_stopped_for_good(
                            what='stop, start, stop of the flapping watcher')
         retry_delay = history[2][1] - history[1][1]
         assert 0.8 < retry_delay < 3.0
-        assert circusd.status('bad') == 'stopped'
-        events.listen(1.5)  # longer than retry_in: no other start may come
+        # The plugin's last word: no restart after this (see the scripted tests).
+        wait_for(lambda: 'bad: flapping detected: reached max retry limit (1)' in
+                 circusd.log(), what='the plugin to give up')
         assert [a for a, _ in starts_and_stops(events, 'bad')] == [
             'start', 'stop', 'start', 'stop']
     assert circusd.status('bad') == 'stopped' and circusd.status('good') == 'active'
-    log = circusd.log()
-    assert 'bad: flapping detected: reached max retry limit' in log
 
 
 def test_per_watcher_max_retry_under_circusd(flapping_circusd):
@@ -179,27 +193,48 @@ def test_per_watcher_max_retry_under_circusd(flapping_circusd):
         circusd.call('start', name='bad')
         wait_for(lambda: [a for a, _ in starts_and_stops(events, 'bad')] ==
                  ['start', 'stop'], what='the watcher to be stopped')
-        events.listen(1.5)
-        assert [a for a, _ in starts_and_stops(events, 'bad')] == ['start', 'stop']
+    # the plugin's own max_retry is 1: the watcher's 0 made it give up at once
+    assert 'bad: flapping detected: reached max retry limit (0)' in circusd.log()
+    assert 'retry in' not in circusd.log()
     assert circusd.status('bad') == 'stopped'
 
 
+def test_a_stop_refused_by_a_busy_circusd_is_asked_again(start_circusd, caplog):
+    """circusd refuses every state change while it stops ``stubborn``: it ignores its
+    stop signal, so circusd waits out its graceful timeout. The plugin's stop of ``bad``
+    is refused (errno 5), asked again, and happens."""
+    caplog.set_level(logging.DEBUG, logger='circus_plugins.flapping')
+    circusd = start_circusd(watchers={
+        'stubborn': {'cmd': 'sleep 1000', 'stop_signal': 'WINCH', 'graceful_timeout': 2},
+        'bad': {'cmd': 'sleep 1000'}})
+    plugin = Flapping(circusd.endpoint, circusd.pubsub_endpoint, 1.0, max_retry='0')
+    with plugin:
+        assert circusd.call('stop', name='stubborn')['status'] == 'ok'  # busy for 2 s
+        for pid in (1, 2):  # deaths, as circusd publishes them
+            plugin.loop.add_callback(plugin.handle_recv, (b'watcher.bad.reap', json.dumps(
+                {'process_pid': pid, 'time': time.time()}).encode()))
+        wait_for(lambda: circusd.status('bad') == 'stopped', what='the stop of bad')
+    refusals = [r for r in caplog.records if r.getMessage().startswith(
+        "circusd busy (arbiter is already running watcher_stop command), retrying 'stop'")]
+    assert refusals and 'bad: stopped' in caplog.text
+
+
 def test_check_delay_widens_the_window_as_in_circus():
-    with Scripted(check_delay=5.0, window='0.1') as s:
-        s.event('web', 'reap', process_pid=1, time=time.time() - 3)
-        s.reaps('web', 1)
-        assert s.next_command()[0] == 'stop'
+    with scripted(check_delay=5.0, window='0.1') as s:
+        s.feed('web', 'reap', process_pid=1, time=time.time() - 3)
+        s.feed('web', 'reap', process_pid=2, time=time.time())
+        assert s.next_command(timeout=0) == STOP
 
 
 def test_reaps_of_processes_circusd_killed_are_not_deaths():
-    with Scripted() as s:
+    with scripted() as s:
         for pid in (11, 12, 13):
-            s.event('web', 'kill', process_pid=pid)
+            s.feed('web', 'kill', process_pid=pid)
         for pid in (11, 12, 13):
-            s.event('web', 'reap', process_pid=pid, exit_code=-15)
-        assert s.no_command(0.3)
-        s.reaps('web', 2)  # real deaths still count
-        assert s.next_command()[0] == 'stop'
+            s.feed('web', 'reap', process_pid=pid, exit_code=-15)
+        assert s.no_command()
+        reaps(s, 'web', 2)  # real deaths still count
+        assert s.next_command(timeout=0) == STOP
 
 
 def test_flapping_from_circus_plugin(start_circusd):
