@@ -128,3 +128,16 @@ def look_now(circusd):
     plugin = circusd.plugin
     circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
     circusd.settle()
+
+
+def end_process(process, timeout=5.0):
+    """Terminate ``process`` (a Popen) and wait for it to end; kill it if it has not
+    ended within ``timeout`` seconds."""
+    import subprocess
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -12,8 +12,9 @@ from circus_plugins import ConfigError
 from circus_plugins.errors import PluginLoadError
 from circus_plugins.redis_observer import OBSERVE, RedisObserver
 from circus_plugins.statsd import StatsdClient
-from circus_plugins.testing import PluginProcess, UdpReceiver, free_port, wait_for
-from conftest import observer_options
+from circus_plugins.testing import PluginProcess, ScriptedCircusd, UdpReceiver, free_port, \
+    wait_for
+from conftest import StatsdRecorder, end_process, look_now, observer_options
 
 PREFIX = 'circus.redis_observer.watcher.'
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
@@ -50,13 +51,7 @@ class RedisServer:
             client.close()
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(8)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, 8)
 
 
 @pytest.fixture
@@ -149,6 +144,24 @@ def test_gauges_from_a_live_redis_under_circusd(start_circusd, udp, redis_server
         assert circusd.log().count('this Redis does not report') == 1
         assert not missing & set(gauges)
     assert 'Traceback' not in circusd.log()
+
+
+def test_fields_this_redis_lacks_are_skipped_and_said_once(redis_server, caplog):
+    expected = expected_fields(redis_server)
+    plugin = RedisObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                           redis_url=redis_server.url)
+    plugin.statsd = recorder = StatsdRecorder()
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    with ScriptedCircusd(plugin) as circusd:
+        for _ in range(3):
+            look_now(circusd)
+        assert circusd.no_command()
+    assert sorted(name for name, _ in recorder.gauges) == sorted(
+        ['redis_stats.%s' % field for field in expected] * 3)
+    said = [r.getMessage() for r in caplog.records if 'does not report' in r.getMessage()]
+    missing = [field for field in OBSERVE if field not in expected]
+    assert said == (['this Redis does not report %s: not sent' % ', '.join(missing)]
+                    if missing else [])
 
 
 def test_restarts_the_watcher_when_redis_is_gone(start_circusd, udp, redis_server):

@@ -233,7 +233,7 @@ def test_stats_errors_are_counted_and_logged_once(rig, caplog):
     assert rw.counted() == ['error'] * 3
     assert caplog.text.count('web: cannot read its stats: program web not found') == 1
     rw.circusd.replies['stats'] = rw._stats
-    rw.check()
+    rw.check(2)
     assert caplog.text.count('web: stats work again') == 1
     rw.circusd.replies['stats'] = refusal
     rw.check()

@@ -15,7 +15,7 @@ from circus_plugins._stats import human_to_bytes
 from circus_plugins.statsd import FullStats, StatsdClient, StatsdEmitter
 from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, \
     UdpReceiver, free_port, wait_connected, wait_for
-from conftest import StatsdRecorder, caught_up, look_now
+from conftest import StatsdRecorder, caught_up, end_process, look_now
 
 NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0)
 
@@ -79,19 +79,23 @@ def test_sampling_really_samples(udp):
         for _ in range(2000):
             pipe.increment('sampled')
     client.stop()
-    # Everything was sent before stop(): it is all in the socket's buffer already.
-    udp.wait_lines(bool)
-    udp.receive(0.2)
+    udp.wait_lines(lambda lines: len(udp.datagrams) == client.sent, what='every datagram')
     assert all(line == 'sampled:1|c|@0.1' for line in udp.lines())
     assert 140 < len(udp.lines()) < 260  # about 200 of 2000
 
 
-def test_send_errors_are_counted_and_logged_once(caplog):
+def test_send_errors_are_counted_and_logged_once(caplog, udp):
     client = StatsdClient('no-such-host.invalid', 8125)
     client.increment('a')
     client.increment('b')
     assert client.errors == 3 and client.sent == 0  # the lookup, then two sends
     assert len([r for r in caplog.records if 'no-such-host' in r.getMessage()]) == 1
+    client = StatsdClient('127.0.0.1', udp.port)
+    for _ in range(3):
+        client.gauge('x' * 70000, 1)  # too long for a datagram: refused at each send
+    client.stop()
+    assert client.errors == 3 and client.sent == 0
+    assert len([r for r in caplog.records if 'sending to' in r.getMessage()]) == 1
 
 
 @pytest.mark.parametrize('host', ['a..b', 'x' * 64 + '.example'])
@@ -136,6 +140,16 @@ def test_emitter_batches_a_burst(udp):
         circusd.feed_raw(*[(b'watcher.w%d.spawn' % n, b'{}') for n in range(50)])
         udp.wait_lines(lambda lines: len(lines) == 50)
     assert len(udp.datagrams) < 10
+
+
+def test_a_stopped_emitter_leaves_nothing_open(udp):
+    before = len(os.listdir('/proc/self/fd'))
+    emitter = StatsdEmitter(*NOWHERE, host='127.0.0.1', port=udp.port)
+    with ScriptedCircusd(emitter) as circusd:
+        circusd.feed('web', 'spawn')  # the first send opens the client's socket
+    udp.wait_lines(bool)
+    assert udp.lines() == ['circus.app.watcher.web.spawn:1|c']
+    assert len(os.listdir('/proc/self/fd')) == before
 
 
 def test_full_stats_under_circusd(start_circusd, udp):
@@ -315,13 +329,7 @@ class StatsdDaemon:
 
     def stop(self) -> None:
         self._probe.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
 
 
 @pytest.fixture
