@@ -24,7 +24,6 @@ import asyncio
 import concurrent.futures
 import logging
 import re
-import types
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,19 +42,17 @@ OBSERVE = ('pubsub_channels', 'connected_slaves', 'lru_clock', 'connected_client
            'uptime_in_seconds', 'keyspace_hits')
 
 
-def _import_redis(plugin: str) -> types.SimpleNamespace:
-    """redis-py's asyncio client, imported only when a RedisObserver is made."""
+def _import_redis(plugin: str) -> Any:
+    """redis-py and the parts of its asyncio client we use, imported only when a
+    RedisObserver is made."""
     try:
-        import redis.asyncio
-        from redis import exceptions
-        from redis.asyncio.connection import parse_url
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        import redis.asyncio.connection
+        import redis.asyncio.retry
+        import redis.backoff
     except ImportError as exc:
         raise PluginLoadError('plugin %s needs redis-py >= 4.2 (%s): pip install '
                               'circus-plugins[redis]' % (plugin, exc)) from None
-    return types.SimpleNamespace(from_url=redis.asyncio.from_url, exceptions=exceptions,
-                                 parse_url=parse_url, Retry=Retry, NoBackoff=NoBackoff)
+    return redis
 
 
 class RedisObserver(BaseObserver):
@@ -91,7 +88,7 @@ class RedisObserver(BaseObserver):
         connects to 6379) and a database that is not one number (``/notadb`` is db 0,
         ``/0/1`` db 1)."""
         try:
-            self._redis.parse_url(url)
+            self._redis.asyncio.connection.parse_url(url)
             parts = urlsplit(url)
             if parts.scheme in ('redis', 'rediss'):
                 if parts.port == 0:
@@ -105,10 +102,10 @@ class RedisObserver(BaseObserver):
         # On the plugin thread, whose current loop is self.loop: the client belongs to it.
         # One immediate retry on a fresh connection: a pooled connection may have died
         # with a Redis restart. So a check takes at most about twice the timeout.
-        self.redis = self._redis.from_url(
-            self.redis_url, socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            retry=self._redis.Retry(self._redis.NoBackoff(), 1))
+        redis = self._redis
+        self.redis = redis.asyncio.from_url(
+            self.redis_url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+            retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 1))
         super().handle_init()
 
     def handle_stop(self):
