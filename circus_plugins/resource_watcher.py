@@ -116,11 +116,13 @@ class ResourceWatcher(BaseObserver):
         if service:
             self.log.warning('option "service" is deprecated: use "watcher"')
         self.watcher = self.option('watcher', service or None, to_name) or service
+        if not self.watcher and 'watcher' in config:
+            raise ConfigError("plugin %s: option 'watcher': %r is empty: the name of the "
+                              "watcher to look after is required" % (self.name,
+                                                                     config['watcher']))
         if not self.watcher:
-            raise ConfigError('plugin %s: option %s' % (self.name, (
-                "'watcher': %r is empty: the name of the watcher to look after is required"
-                % config['watcher']) if 'watcher' in config else
-                "'watcher' is required: the name of the watcher to look after"))
+            raise ConfigError("plugin %s: option 'watcher' is required: the name of the "
+                              "watcher to look after" % self.name)
         self.max_cpu = self.option('max_cpu', 90, to_limit, zero_is_off=True)
         self.min_cpu = self.option('min_cpu', None, to_limit)
         self.max_mem = self.option('max_mem', 90, to_limit, sizes=True, zero_is_off=True)
@@ -180,15 +182,15 @@ class ResourceWatcher(BaseObserver):
         for key in [k for k in self.counts if k != _WATCHER and k not in present]:
             del self.counts[key]
 
-    def _breaches(self, found: Iterable[Process], cpu_of: Container[int]) -> Dict[str, str]:
-        """The limits ``found`` breaks, judging the CPU of the pids in ``cpu_of`` only:
-        ``{kind: what was seen}``."""
-        found = list(found)
-        cpus = [p.cpu for p in found if p.pid in cpu_of and p.cpu is not None]
-        mems = [p.mem for p in found if p.mem is not None]
+    def _breaches(self, judged: Iterable[Process], cpu_of: Container[int]) -> Dict[str, str]:
+        """The limits the processes ``judged`` together break, the CPU of the pids in
+        ``cpu_of`` only counting: ``{kind: what was seen}``."""
+        judged = list(judged)
+        cpus = [p.cpu for p in judged if p.pid in cpu_of and p.cpu is not None]
+        mems = [p.mem for p in judged if p.mem is not None]
         health = [(max(cpus) + max(mems)) / 2] if cpus and mems else []
         figures = {('cpu', True): cpus, ('health', True): health, ('memory', True): mems,
-                   ('memory', False): [p.rss for p in found if p.rss is not None]}
+                   ('memory', False): [p.rss for p in judged if p.rss is not None]}
         breaches = {}
         for kind, option, what, broken, said in _RULES:
             limit = getattr(self, option)
