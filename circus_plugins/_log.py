@@ -29,15 +29,20 @@ class SayOnce:
     :param logger: where to log.
     :param every: seconds after which the same message is logged again (``None``: never,
         until :meth:`forget`).
+    :param by_key: whether the key alone says what was said. By default a different
+        message for the same key is logged at once (the problem changed); with
+        ``by_key``, it is held back too: for a stream of different bad inputs of one
+        kind, each key (kind) logged at most once every ``every`` seconds.
 
-    A different message for the same key is logged at once (the problem changed);
     :meth:`forget` re-arms a key when its problem is gone. Not thread-safe: use it from
     the plugin thread.
     """
 
-    def __init__(self, logger: logging.Logger, every: Optional[float] = None) -> None:
+    def __init__(self, logger: logging.Logger, every: Optional[float] = None,
+                 by_key: bool = False) -> None:
         self.logger = logger
         self.every = every
+        self.by_key = by_key
         self._said: Dict[Hashable, Tuple[str, float]] = {}
 
     def __call__(self, key: Hashable, level: int, msg: str, *args: Any) -> bool:
@@ -46,7 +51,7 @@ class SayOnce:
         text = msg % args if args else msg  # args may hold exceptions: compare the text
         said = self._said.get(key)
         now = time.monotonic()
-        if said is not None and said[0] == text and (
+        if said is not None and (self.by_key or said[0] == text) and (
                 self.every is None or now - said[1] < self.every):
             return False
         self._said[key] = (text, now)

@@ -3,53 +3,32 @@
 Each watched process sends a UDP datagram to the plugin regularly, by default the text
 ``<pid>;<timestamp>``. When a process has sent nothing for ``max_count`` periods of
 ``loop_rate`` seconds, the plugin asks circusd to kill it with the ``kill`` command, and
-circusd starts a new one in its place.
-
-At start the plugin asks circusd for its watchers and their processes; from then on it
-follows ``spawn``, ``reap`` and ``kill`` events. It never watches plugin watchers
-(``plugin:NAME``), its own included.
-
-Options:
-
-- ``ip`` (default ``127.0.0.1``) and ``port`` (default 1664): where heartbeats arrive (UDP);
-- ``msg_regex`` (default ``^(?P<pid>.*);(?P<timestamp>.*)$``): reads a heartbeat; its
-  ``pid`` group gives the sender's pid (other groups are ignored);
-- ``loop_rate`` (default 60): seconds between two checks;
-- ``max_count`` (default 3): checks without a heartbeat before a process is killed;
-- ``watchers_regex`` (default ``.*``): watchers whose name matches (from its start) are
-  watched;
-- ``watchers_stop_signal``: signal of the kill (name like ``SIGKILL`` or ``KILL``, or
-  number), instead of the watcher's ``stop_signal``;
-- ``watchers_graceful_timeout``: seconds circusd waits after that signal before sending
-  SIGKILL, instead of the watcher's ``graceful_timeout``.
-
-Example::
+circusd starts a new one in its place. At start the plugin asks circusd for its watchers and
+their processes; from then on it follows ``spawn``, ``reap`` and ``kill`` events. It never
+watches plugin watchers (``plugin:NAME``), its own included::
 
     [plugin:watchdog]
     use = circus_plugins.watchdog.WatchDog
     port = 1664
     loop_rate = 10
-    max_count = 3
     watchers_regex = ^web
 """
 import asyncio
-import ipaddress
+import functools
 import logging
 import os
-import re
-import signal
 import socket
 import time
-from typing import Any, Dict, List, Optional, Pattern, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from tornado.ioloop import IOLoop
 
-from .config import MAX_COUNT, MAX_SECONDS, abandon, to_host, to_signum
-from .errors import CallError, ConfigError
+from ._log import SayOnce
+from .config import (MAX_COUNT, MAX_SECONDS, signal_name, to_host, to_number, to_regex,
+                     to_signum)
+from .errors import ConfigError
 from .events import read_event, skip_event
 from .periodic import PeriodicPlugin
-
-log = logging.getLogger('circus_plugins')
 
 DEFAULT_MSG_REGEX = r'^(?P<pid>.*);(?P<timestamp>.*)$'
 #: Largest heartbeat read, in bytes; longer datagrams are truncated (and rarely match).
@@ -62,12 +41,21 @@ _COMPLAINT_INTERVAL = 60.0
 _MAX_UNKNOWN = 1024
 
 
-def signal_name(signum: int) -> str:
-    """``SIGKILL`` for 9; the number itself for signals without a name."""
+def _to_address(value: Any, option: str) -> str:
+    """A host (:func:`~circus_plugins.config.to_host`) that resolves to an address;
+    whether it can be bound is for the start."""
+    host = to_host(value, option)
     try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
+        socket.getaddrinfo(host, None, 0, socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError('option %r: %r does not resolve to an address: %s'
+                          % (option, value, exc)) from None
+    return host
+
+
+def _unless_blank(convert: Callable) -> Callable:
+    """``convert``, for an option whose blank value means "not set" (``None``)."""
+    return lambda value, option: convert(value, option) if str(value).strip() else None
 
 
 class _Process:
@@ -79,28 +67,6 @@ class _Process:
         self.watcher = watcher
         self.last_seen = time.monotonic()  # last heartbeat, or when we learnt of it
         self.killing = False
-
-
-class _Complaints:
-    """Warnings about bad input, at most one per kind every ``interval`` seconds."""
-
-    def __init__(self, plugin: str, interval: float = _COMPLAINT_INTERVAL) -> None:
-        self.plugin = plugin
-        self.interval = interval
-        self._kinds: Dict[str, List[float]] = {}  # kind: [last warning, ignored since]
-
-    def __call__(self, kind: str, detail: str) -> None:
-        now = time.monotonic()
-        state = self._kinds.get(kind)
-        if state is not None and now - state[0] < self.interval:
-            state[1] += 1
-            return
-        more = ''
-        if state is not None and state[1]:
-            more = ' (and %d more since the last warning)' % state[1]
-        self._kinds[kind] = [now, 0]
-        log.warning('plugin %s: ignored %s: %s%s; next such warning in %g s at the '
-                    'soonest', self.plugin, kind, detail, more, self.interval)
 
 
 class WatchDog(PeriodicPlugin):
@@ -117,14 +83,20 @@ class WatchDog(PeriodicPlugin):
 
     name = 'watchdog'
     default_loop_rate = 60.0
+    look_at_start = True  # the first look finds the processes that are there already
 
     def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
-        try:
-            super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-            self._read_options()
-        except ConfigError:
-            abandon(self)  # this plugin will never run: close what the base class made
-            raise
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.ip = self.option('ip', '127.0.0.1', _to_address)
+        self.port = self.option('port', 1664, int, minimum=1, maximum=65535)
+        self.max_count = self.option('max_count', 3, int, minimum=1, maximum=MAX_COUNT)
+        self.msg_regex = self.option('msg_regex', DEFAULT_MSG_REGEX, to_regex, groups=['pid'])
+        self.watchers_regex = self.option('watchers_regex', '.*', to_regex)
+        self.stop_signal: Optional[int] = self.option(
+            'watchers_stop_signal', None, _unless_blank(to_signum))
+        self.graceful_timeout: Optional[float] = self.option(
+            'watchers_graceful_timeout', None, _unless_blank(
+                functools.partial(to_number, minimum=0, maximum=MAX_SECONDS)))
         #: The watched processes: ``{pid: process}``. Belongs to the plugin thread.
         self.processes: Dict[int, _Process] = {}
         #: Heartbeats received, kills done: counters for tests and curious users.
@@ -132,91 +104,35 @@ class WatchDog(PeriodicPlugin):
         self.kills = 0
         self.sock: Optional[socket.socket] = None
         self._discovered = False
-        self._discovering = False
-        self._gone: Set[int] = set()  # pids that ended while we were discovering
+        self._gone: Optional[Set[int]] = None  # while discovering: pids that ended
         self._unknown: Set[int] = set()
-        self._complain = _Complaints(self.name)
-
-    def _read_options(self) -> None:
-        self.ip = self._option(to_host, 'ip', '127.0.0.1')
-        self.port = self.option('port', 1664, int, minimum=1, maximum=65535)
-        self._resolve()
-        self.max_count = self.option('max_count', 3, int, minimum=1, maximum=MAX_COUNT)
-        self.msg_regex = self._regex('msg_regex', DEFAULT_MSG_REGEX)
-        if 'pid' not in self.msg_regex.groupindex:
-            raise ConfigError('plugin %s: option %r: %r has no (?P<pid>...) group'
-                              % (self.name, 'msg_regex', self.msg_regex.pattern))
-        self.watchers_regex = self._regex('watchers_regex', '.*')
-        self.stop_signal: Optional[int] = None
-        if str(self.config.get('watchers_stop_signal') or '').strip():
-            self.stop_signal = self._option(to_signum, 'watchers_stop_signal', '')
-        self.graceful_timeout: Optional[float] = None
-        if str(self.config.get('watchers_graceful_timeout') or '').strip():
-            self.graceful_timeout = self.option('watchers_graceful_timeout', 0.0, float,
-                                                minimum=0, maximum=MAX_SECONDS)
-
-    def _option(self, convert, key, default):
-        try:
-            return convert(self.config.get(key, default), key)
-        except ConfigError as exc:
-            raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
-
-    def _resolve(self) -> None:
-        """Refuse an ``ip`` that is a host name with no address (binding it, or not, is
-        for the start)."""
-        try:
-            ipaddress.ip_address(self.ip)
-            return
-        except ValueError:
-            pass
-        try:
-            socket.getaddrinfo(self.ip, self.port, 0, socket.SOCK_DGRAM)
-        except (OSError, UnicodeError) as exc:
-            raise ConfigError('plugin %s: option %r: %r does not resolve to an address: %s'
-                              % (self.name, 'ip', self.ip, exc)) from None
-
-    def _regex(self, key: str, default: str) -> Pattern:
-        pattern = self.option(key, default)
-        try:
-            return re.compile(pattern)
-        # OverflowError: a repeat count too large; RecursionError: nested too deep
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise ConfigError('plugin %s: option %r: %r is not a regular expression: %s'
-                              % (self.name, key, pattern, exc)) from None
+        self._complaints = SayOnce(self.log, every=_COMPLAINT_INTERVAL, by_key=True)
+        self._held: Dict[str, int] = {}  # complaints held back since the last one said
 
     # -- life ------------------------------------------------------------------------------
 
     def handle_init(self):
         self.sock = self._bind()
         self.loop.add_handler(self.sock.fileno(), self._on_readable, IOLoop.READ)
-        log.info('plugin %s: listening for heartbeats on UDP %s:%d; a process silent '
-                 'for %g s is killed', self.name, self.ip, self.port,
-                 self.loop_rate * self.max_count)
-        super().handle_init()  # look_after every loop_rate seconds
-        self.loop.add_callback(self._discover)
+        self.log.info('listening for heartbeats on UDP %s:%d; a process silent for %g s is '
+                      'killed', self.ip, self.port, self.loop_rate * self.max_count)
+        super().handle_init()  # look_after now, then every loop_rate seconds
 
     def _bind(self) -> socket.socket:
         """The non-blocking UDP socket on ``ip``:``port``; :class:`ConfigError` if that
         address cannot be had."""
-        where = '%s:%d' % (self.ip, self.port)
-        try:
-            family = (socket.AF_INET6 if ipaddress.ip_address(self.ip).version == 6
-                      else socket.AF_INET)
-        except ValueError:  # a host name
-            family = socket.AF_INET
+        family = socket.AF_INET6 if ':' in self.ip else socket.AF_INET  # a host name: v4
+        sock = None
         try:
             infos = socket.getaddrinfo(self.ip, self.port, family, socket.SOCK_DGRAM)
             sock = socket.socket(family, socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise ConfigError('plugin %s: cannot listen on UDP %s (options ip, port): %s'
-                              % (self.name, where, exc)) from None
-        try:
             sock.setblocking(False)
             sock.bind(infos[0][4])
         except OSError as exc:
-            sock.close()
-            raise ConfigError('plugin %s: cannot listen on UDP %s (options ip, port): %s'
-                              % (self.name, where, exc)) from None
+            if sock is not None:
+                sock.close()
+            raise ConfigError('plugin %s: cannot listen on UDP %s:%d (options ip, port): %s'
+                              % (self.name, self.ip, self.port, exc)) from None
         return sock
 
     def handle_stop(self):
@@ -244,7 +160,7 @@ class WatchDog(PeriodicPlugin):
             return
         self.processes[pid] = _Process(watcher)
         self._unknown.discard(pid)
-        log.debug('plugin %s: %s: %s pid %d', self.name, watcher, how, pid)
+        self.log.debug('%s: %s pid %d', watcher, how, pid)
 
     def _forget(self, pid: int, process: Optional[_Process] = None) -> None:
         """Stop watching ``pid`` (only if it is still ``process``, when given)."""
@@ -254,32 +170,27 @@ class WatchDog(PeriodicPlugin):
     async def _discover(self) -> None:
         """Watch the processes that were there before the plugin: list the watchers,
         then their pids. Events keep the list up to date afterwards."""
-        if self._discovered or self._discovering:
-            return
-        self._discovering = True
-        self._gone.clear()
+        self._gone = set()
+        found: Dict[int, str] = {}
         try:
-            reply = await self.call_async('list')
-            if reply.get('status') != 'ok':
-                raise CallError(reply.get('reason'))
-            for watcher in reply.get('watchers', []):
-                if not self.watches(watcher):
-                    continue
-                pids = await self.call_async('list', name=watcher)
-                for pid in pids.get('pids', []):
-                    if pid not in self.processes and pid not in self._gone:
-                        self._add(pid, watcher, 'found')
-            self._discovered = True
-            log.info('plugin %s: watching %d processes', self.name, len(self.processes))
-        except CallError as exc:
-            log.error('plugin %s: cannot list the processes to watch (will try again in '
-                      '%g s): %s', self.name, self.loop_rate, exc)
-        except Exception:  # run by the loop at start: it must not see an exception
-            log.exception('plugin %s: listing the processes to watch failed (will try '
-                          'again in %g s)', self.name, self.loop_rate)
+            reply = await self.ask('list')
+            for watcher in [w for w in reply.get('watchers', []) if self.watches(w)]:
+                listed = await self.ask('list', name=watcher)
+                if listed.get('status') != 'ok':
+                    reply = listed
+                    break
+                found.update(dict.fromkeys(listed.get('pids', []), watcher))
         finally:
-            self._discovering = False
-            self._gone.clear()
+            gone, self._gone = self._gone, None
+        if reply.get('status') != 'ok':
+            self.log.error('cannot list the processes to watch (will try again in %g s): '
+                           '%s', self.loop_rate, reply.get('reason'))
+            return
+        for pid, watcher in found.items():
+            if pid not in self.processes and pid not in gone:
+                self._add(pid, watcher, 'found')
+        self._discovered = True
+        self.log.info('watching %d processes', len(self.processes))
 
     def handle_recv(self, data):
         event = read_event(self.name, data, fields=('spawn', 'reap', 'kill'))
@@ -296,12 +207,11 @@ class WatchDog(PeriodicPlugin):
         pid = event.pid()
         if pid is None:
             skip_event(self.name, event, 'process_pid')
-            return
-        if action == 'spawn':
+        elif action == 'spawn':
             self._add(pid, watcher, 'new')
         else:
             self._forget(pid)
-            if self._discovering:
+            if self._gone is not None:
                 self._gone.add(pid)
 
     # -- heartbeats ------------------------------------------------------------------------
@@ -316,7 +226,7 @@ class WatchDog(PeriodicPlugin):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. an ICMP error reported on the socket
-                log.debug('plugin %s: UDP receive failed: %s', self.name, exc)
+                self.log.debug('UDP receive failed: %s', exc)
                 return
             self.heartbeat(data, sender)
         # The socket is level-triggered: the loop calls again for what is left.
@@ -328,20 +238,18 @@ class WatchDog(PeriodicPlugin):
         try:
             text = data.decode('utf-8')
         except UnicodeDecodeError:
-            self._complain('a datagram that is not UTF-8', 'from %s: %r' % (origin, data[:80]))
+            self._complain('a datagram that is not UTF-8', origin, data)
             return None
         match = self.msg_regex.match(text.rstrip('\r\n'))
         if match is None:
-            self._complain('a datagram that msg_regex does not match',
-                           'from %s: %r' % (origin, text[:80]))
+            self._complain('a datagram that msg_regex does not match', origin, text)
             return None
         try:
             pid = int(match.group('pid'))
             if pid <= 0:
                 raise ValueError
         except (TypeError, ValueError):
-            self._complain('a datagram whose pid is not a positive integer',
-                           'from %s: %r' % (origin, text[:80]))
+            self._complain('a datagram whose pid is not a positive integer', origin, text)
             return None
         process = self.processes.get(pid)
         if process is None:
@@ -349,12 +257,22 @@ class WatchDog(PeriodicPlugin):
                 if len(self._unknown) >= _MAX_UNKNOWN:
                     self._unknown.clear()
                 self._unknown.add(pid)
-                log.info('plugin %s: heartbeat from pid %d, which is not watched (not '
-                         'yet, or not one of the watched watchers)', self.name, pid)
+                self.log.info('heartbeat from pid %d, which is not watched (not yet, or not '
+                              'one of the watched watchers)', pid)
             return None
         process.last_seen = time.monotonic()
         self.heartbeats += 1
         return pid
+
+    def _complain(self, kind: str, origin: str, datagram: Any) -> None:
+        """Warn about an ignored datagram, at most once per kind every
+        ``_COMPLAINT_INTERVAL`` seconds, counting those held back meanwhile."""
+        held = self._held.get(kind, 0)
+        more = ' (and %d more since the last warning)' % held if held else ''
+        said = self._complaints(kind, logging.WARNING, 'ignored %s: from %s: %r%s; next such '
+                                'warning in %g s at the soonest', kind, origin,
+                                datagram[:80], more, self._complaints.every)
+        self._held[kind] = 0 if said else held + 1
 
     # -- the check -------------------------------------------------------------------------
 
@@ -377,19 +295,16 @@ class WatchDog(PeriodicPlugin):
         watcher = process.watcher
         process.killing = True
         try:
-            listed = await self.call_async('list', name=watcher)
-            if listed.get('status') != 'ok' or pid not in listed.get('pids', []):
-                log.debug('plugin %s: %s: pid %d is gone already', self.name, watcher, pid)
+            reply = await self.ask('list', name=watcher)
+            if (reply.get('status') == 'ok' and pid not in reply.get('pids', [])
+                    or 'not found' in str(reply.get('reason'))):
+                self.log.debug('%s: pid %d is gone already', watcher, pid)
                 self._forget(pid, process)
                 return
-            props: Dict[str, Any] = {'name': watcher, 'pid': pid}
-            if self.stop_signal is not None:
-                props['signum'] = self.stop_signal
-            if self.graceful_timeout is not None:
-                props['graceful_timeout'] = self.graceful_timeout
-            reply = await self.change_state('kill', **props)
-        except CallError as exc:
-            reply = {'status': 'error', 'reason': str(exc)}
+            if reply.get('status') == 'ok':
+                options = {'signum': self.stop_signal, 'graceful_timeout': self.graceful_timeout}
+                reply = await self.change_state('kill', name=watcher, pid=pid, **{
+                    key: value for key, value in options.items() if value is not None})
         finally:
             process.killing = False
         if reply.get('status') == 'ok':
@@ -397,9 +312,9 @@ class WatchDog(PeriodicPlugin):
             self._forget(pid, process)
             how = ("the watcher's stop signal" if self.stop_signal is None
                    else 'signal %s' % signal_name(self.stop_signal))
-            log.info('plugin %s: %s: pid %d sent no heartbeat for %.1f s: killed it (%s)',
-                     self.name, watcher, pid, silence, how)
+            self.log.info('%s: pid %d sent no heartbeat for %.1f s: killed it (%s)',
+                          watcher, pid, silence, how)
         else:
-            log.error('plugin %s: %s: pid %d sent no heartbeat for %.1f s, but could not '
-                      'kill it (trying again in %g s): %s', self.name, watcher, pid,
-                      silence, self.loop_rate, reply.get('reason'))
+            self.log.error('%s: pid %d sent no heartbeat for %.1f s, but could not kill it '
+                           '(trying again in %g s): %s', watcher, pid, silence,
+                           self.loop_rate, reply.get('reason'))

@@ -10,10 +10,11 @@ import time
 import pytest
 
 from circus_plugins import ConfigError
-from circus_plugins.testing import EventRecorder, PluginProcess, free_port, wait_connected, \
-    wait_for
+from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, free_port, \
+    wait_connected, wait_for
 from circus_plugins.config import to_signum
-from circus_plugins.watchdog import WatchDog, _Complaints
+from circus_plugins import watchdog
+from circus_plugins.watchdog import WatchDog
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 HEARTBEAT = os.path.join(TESTS_DIR, 'heartbeat.py')
@@ -99,7 +100,7 @@ def test_malformed_datagrams_are_logged_and_ignored(circusd, caplog):
         sender.sendto(b'%d;%f' % (sleeper, time.time()), ('127.0.0.1', port))
         wait_for(lambda: dog.heartbeats == 1, what='the good heartbeat')
         assert dog.running and dog.kills == 0
-    messages = [r.getMessage() for r in caplog.records if r.name == 'circus_plugins']
+    messages = [r.getMessage() for r in caplog.records if r.name == 'circus_plugins.watchdog']
     for kind, count in (('that msg_regex does not match', 1),
                         ('whose pid is not a positive integer', 1),
                         ('that is not UTF-8', 1),
@@ -113,18 +114,93 @@ def test_malformed_datagrams_are_logged_and_ignored(circusd, caplog):
         again.bind(('127.0.0.1', port))
 
 
-def test_warnings_about_bad_input_are_rate_limited(caplog):
-    complain = _Complaints('watchdog', interval=0.2)
+def test_warnings_about_bad_input_are_rate_limited(caplog, monkeypatch):
+    monkeypatch.setattr(watchdog, '_COMPLAINT_INTERVAL', 0.2)
+    dog = WatchDog('e', 'p', 5.0)  # not started: heartbeat() reads a datagram
     for n in range(3):
-        complain('a bad thing', 'number %d' % n)
+        assert dog.heartbeat(b'nonsense %d' % n, ('10.0.0.1', 99)) is None
     warnings = lambda: [r.getMessage() for r in caplog.records]  # noqa: E731
-    assert len(warnings()) == 1 and 'number 0' in warnings()[0]
+    assert warnings() == ["ignored a datagram that msg_regex does not match: from "
+                          "10.0.0.1:99: 'nonsense 0'; next such warning in 0.2 s at the "
+                          "soonest"]
     # Once the interval has passed, the next one is logged with the count of the others.
-    wait_for(lambda: complain('a bad thing', 'later') or len(warnings()) == 2,
+    wait_for(lambda: dog.heartbeat(b'later') or len(warnings()) == 2,
              what='the next warning')
-    assert 'later' in warnings()[1] and '(and ' in warnings()[1]
-    complain('another thing', 'x')
-    assert len(warnings()) == 3
+    assert "'later' (and " in warnings()[1] and ' more since the last warning' in warnings()[1]
+    dog.heartbeat(b'\xff;1')  # another kind: said at once
+    assert len(warnings()) == 3 and 'not UTF-8' in warnings()[2]
+
+
+# -- with a scripted circusd ------------------------------------------------------------------
+
+def scripted_dog(replies, **options):
+    """A watchdog checking every 0.05 s, one check of silence; circusd's ``list``
+    answers are not recorded."""
+    options = dict({'loop_rate': '0.05', 'max_count': '1'}, **options)
+    dog = WatchDog('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, port=str(udp_port()),
+                   **options)
+    return ScriptedCircusd(dog, replies, ignore=['list'])
+
+
+def test_the_processes_are_listed_again_until_circusd_answers(caplog):
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    failures = {None: 1, 'web': 1}  # the list of watchers fails once, then web's pids
+
+    def listing(name=None):
+        if failures.get(name):
+            failures[name] -= 1
+            return {'status': 'error', 'reason': 'no reply within 5 s'}
+        return {'status': 'ok', 'watchers': ['web', 'plugin:me']} if name is None else \
+            {'status': 'ok', 'pids': [41, 42] if name == 'web' else [99]}
+    with scripted_dog({'list': listing, 'kill': {'status': 'ok'}}) as s:
+        wait_for(lambda: 'watching 2 processes' in caplog.text, what='the second look')
+        assert caplog.text.count('cannot list the processes to watch (will try again in '
+                                 '0.05 s): no reply within 5 s') == 2
+        kills = sorted([s.next_command(), s.next_command()], key=lambda c: c[1]['pid'])
+        assert kills == [('kill', {'name': 'web', 'pid': pid}) for pid in (41, 42)]
+
+
+def test_a_kill_is_confirmed_retried_and_logged(caplog):
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    busy = {'status': 'error', 'errno': 5,
+            'reason': 'arbiter is already running manage_watchers command'}
+    kills = [{'status': 'error', 'errno': 3, 'reason': 'no such process'}, busy]
+
+    def kill(**props):
+        return kills.pop() if kills else {'status': 'ok'}
+    replies = {'list': lambda name=None: {'status': 'ok', 'watchers': ['web'], 'pids': [41]},
+               'kill': kill}
+    with scripted_dog(replies, watchers_stop_signal='KILL') as s:
+        assert s.next_command() == ('kill', {'name': 'web', 'pid': 41, 'signum': 9})
+        assert s.next_command() == ('kill', {'name': 'web', 'pid': 41, 'signum': 9})
+        wait_for(lambda: s.plugin.kills == 1, what='the kill to be counted')
+        s.elapse(0.2)  # more checks: 41, killed, is not watched any more
+        assert s.no_command() and s.plugin.processes == {}
+    assert "but could not kill it (trying again in 0.05 s): no such process" in caplog.text
+    assert 'already running' not in caplog.text  # a busy circusd was asked again
+    assert 'web: pid 41 sent no heartbeat for' in caplog.text
+    assert 'killed it (signal SIGKILL)' in caplog.text
+
+
+def test_a_process_that_ends_while_it_is_listed_is_not_watched():
+    def listing(name=None):
+        if name is None:
+            return {'status': 'ok', 'watchers': ['web']}
+        s.plugin.handle_recv((b'watcher.web.reap', b'{"process_pid": 41}'))  # meanwhile
+        return {'status': 'ok', 'pids': [41, 42]}
+    s = scripted_dog({'list': listing}, loop_rate='60')
+    with s:
+        wait_for(lambda: s.on_loop(lambda: s.plugin._discovered), what='the first look')
+        assert list(s.plugin.processes) == [42]
+
+
+def test_a_pid_circusd_no_longer_lists_is_forgotten_not_killed():
+    replies = {'list': lambda name=None: {'status': 'ok', 'watchers': ['web'],
+                                          'pids': [41] if name is None else []}}
+    with scripted_dog(replies) as s:
+        s.feed('web', 'spawn', process_pid=41)
+        s.elapse(0.2)
+        assert s.no_command() and s.plugin.processes == {}
 
 
 # -- under circusd ----------------------------------------------------------------------------
@@ -162,10 +238,14 @@ def test_kills_the_silent_process_only_and_circusd_replaces_it(start_circusd, tm
         silence(tmp_path, new)
         pids = wait_for(lambda: replaced(circusd, 'beat', new, 2), timeout=8,
                         what='the second silent process to be killed and replaced')
-        events.listen(1.0)  # more than loop_rate * max_count: nothing else is killed
-        assert other in circusd.pids('beat')
-        kills = [topic for topic, _ in events.events if topic.endswith(b'.kill')]
-        assert kills == [b'watcher.beat.kill'] * 2
+        # other, found at start and beating all along, has outlived two kills of
+        # processes watched after it: it is not killed.
+        assert other in pids
+        def kills():
+            events.poll()
+            return [topic for topic, _ in events.events if topic.endswith(b'.kill')]
+        wait_for(lambda: len(kills()) >= 2, what='the kill events')
+        assert kills() == [b'watcher.beat.kill'] * 2
     # The plugin's own watcher sends no heartbeat and was never killed.
     assert circusd.pids('plugin:watchdog') == [plugin]
     log = circusd.log()
