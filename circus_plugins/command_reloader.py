@@ -1,29 +1,11 @@
 """Restarting watchers whose program changes on disk.
 
-Every ``loop_rate`` seconds the plugin asks circusd for its watchers and, for each one
-(plugins' own ``plugin:NAME`` watchers aside), works out which files it runs:
-
-- the program: the first word of the command line (``cmd`` then ``args``), found through
-  the watcher's ``PATH`` when it has no ``/`` (as ``subprocess`` does: ``/bin:/usr/bin``
-  when the watcher's environment has no ``PATH``), or relative to its ``working_dir``;
-  the watcher's ``executable`` option, when set, is the program instead;
-- behind ``/usr/bin/env``, the command that ``env`` runs;
-- for an interpreter (``python``, ``pypy``, ``sh``, ``bash``, ``perl``, ``ruby``,
-  ``node``, ``php``...), also its script: the first argument that is not an option, if it
-  is a file (none after ``-c``, ``-m``, ``-e``...).
-
-Symbolic links are followed. When a file's path, modification time or inode changes, the
-watcher is restarted (confirmed by circusd, retried while it is busy, and logged), unless
-
-- it is stopped: its new program runs when someone starts it;
-- circusd restarts it itself: after ``circusctl set web cmd ...`` (the paths change and
-  circusd publishes ``updated``), or when the watcher was started or reloaded (circusd
-  publishes ``start`` or ``reload``) since the plugin's last look and after the files
-  changed (by their modification time).
-
-A missing file is logged once and the watcher skipped until the file is back.
-
-Example::
+Every ``loop_rate`` seconds the plugin asks circusd for its watchers and works out the files
+each one runs (:func:`command_files`: the program, found as circusd finds it, and the script
+of an interpreter). When one of them changes (its path, modification time or inode), the
+watcher is restarted, unless it is stopped or circusd restarts it itself. A missing file is
+logged once and the watcher skipped until the file is back. Plugins' own ``plugin:NAME``
+watchers are left alone::
 
     [plugin:command_reloader]
     use = circus_plugins.command_reloader.CommandReloader
@@ -37,11 +19,9 @@ import shutil
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import CallError
+from ._log import SayOnce
 from .events import read_event, skip_event
 from .periodic import PeriodicPlugin
-
-log = logging.getLogger('circus_plugins')
 
 #: The watcher options the plugin reads to find a watcher's files.
 _KEYS = ['cmd', 'args', 'working_dir', 'env', 'executable']
@@ -164,7 +144,6 @@ class _Watch:
 
     def __init__(self) -> None:
         self.stamps: Optional[Tuple[Stamp, ...]] = None  # None: not seen yet
-        self.problem: Optional[str] = None  # the last problem logged, not to repeat it
         self.updates = 0      # 'updated' events received (circusctl set)
         self.started = 0.0    # circusd's time of its last 'start' or 'reload' event
         self.seen = (0, 0.0)  # (updates, started) when the stamps were last recorded
@@ -201,6 +180,7 @@ class CommandReloader(PeriodicPlugin):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         #: The watchers seen at the last look, by name.
         self.watches: Dict[str, _Watch] = {}
+        self._problems = SayOnce(self.log)  # by watcher: each logged once, until it is gone
 
     def handle_recv(self, data):
         event = read_event(self.name, data, fields=('start', 'reload'))
@@ -223,58 +203,52 @@ class CommandReloader(PeriodicPlugin):
 
     async def look_after(self) -> None:
         """Look at every watcher once; restart those whose files changed."""
-        try:
-            reply = await self.call_async('list')
-        except CallError as exc:
-            reply = {'status': 'error', 'reason': str(exc)}
+        reply = await self.ask('list')
         if reply.get('status') != 'ok':
-            log.warning('plugin %s: cannot list the watchers: %s',
-                        self.name, reply.get('reason'))
+            self.log.warning('cannot list the watchers: %s', reply.get('reason'))
             return
         names = [name for name in reply.get('watchers', [])
                  if not name.startswith('plugin:')]
         for gone in set(self.watches) - set(names):
-            del self.watches[gone]
+            self._forget(gone)
         for name in names:
-            watch = self.watches.setdefault(name, _Watch())
-            try:
-                await self._look_at(name, watch)
-            except CallError as exc:
-                self._problem(name, watch, 'cannot reach circusd: %s' % exc)
+            await self._look_at(name, self.watches.setdefault(name, _Watch()))
+
+    def _forget(self, name: str) -> None:
+        self.watches.pop(name, None)
+        self._problems.forget(name)
 
     async def _look_at(self, name: str, watch: _Watch) -> None:
         news = watch.news()  # events received so far: the reply below reflects them
-        reply = await self.call_async('get', name=name, keys=_KEYS)
+        reply = await self.ask('get', name=name, keys=_KEYS)
         if reply.get('status') != 'ok':
-            if name in self.watches and 'not found' in str(reply.get('reason')):
-                del self.watches[name]  # removed since the list
+            if 'not found' in str(reply.get('reason')):
+                self._forget(name)  # removed since the list
             else:
-                self._problem(name, watch, 'cannot read its options: %s'
-                              % reply.get('reason'))
+                self._problem(name, 'cannot read its options: %s', reply.get('reason'))
             return
         stamps = self._stamps(name, watch, reply.get('options', {}))
         if stamps is None:
             return
-        watch.problem = None
         previous = watch.stamps
-        if stamps == previous:
-            watch.seen = news
-            return
         if previous is None:
-            watch.stamps, watch.seen = stamps, news
-            log.info('%s: watching %s', name, ', '.join(s[0] for s in stamps))
-            return
-        changed = ', '.join(s[0] for s in stamps if s not in previous) or 'its command'
-        status = await self.call_async('status', name=name)
-        news = watch.news()  # events that came meanwhile may explain the change
-        if status.get('status') in ('stopped', 'stopping'):
-            log.info('%s: %s changed: not restarted, the watcher is %s',
-                     name, changed, status.get('status'))
-        elif watch.done_by_circusd(stamps):
-            log.info('%s: %s changed: circusd restarts it itself, not restarted again',
-                     name, changed)
-        else:
-            await self._restart(name, changed)
+            self.log.info('%s: watching %s', name, ', '.join(s[0] for s in stamps))
+        elif stamps != previous:
+            changed = ', '.join(s[0] for s in stamps if s not in previous) or 'its command'
+            reply = await self.ask('status', name=name)
+            news = watch.news()  # events that came meanwhile may explain the change
+            if reply.get('status') == 'error':  # tried again at the next look
+                self._problem(name, 'cannot read its status: %s', reply.get('reason'))
+                return
+            if reply.get('status') in ('stopped', 'stopping'):
+                self.log.info('%s: %s changed: not restarted, the watcher is %s',
+                              name, changed, reply.get('status'))
+            elif watch.done_by_circusd(stamps):
+                self.log.info('%s: %s changed: circusd restarts it itself, not restarted '
+                              'again', name, changed)
+            else:
+                await self._restart(name, changed)
+        self._problems.forget(name)  # a whole look: whatever was wrong is gone
         watch.stamps, watch.seen = stamps, news
 
     def _stamps(self, name: str, watch: _Watch,
@@ -285,7 +259,7 @@ class CommandReloader(PeriodicPlugin):
                 options.get('cmd', ''), options.get('args'), options.get('working_dir'),
                 options.get('env'), options.get('executable'))
         except UnresolvedCommand as exc:
-            self._problem(name, watch, 'cannot find its program: %s' % exc)
+            self._problem(name, 'cannot find its program: %s', exc)
             return None
         stamps = []
         for path in (program, script):
@@ -297,8 +271,8 @@ class CommandReloader(PeriodicPlugin):
                 watched = watch.stamps and os.path.realpath(path) in (
                     s[0] for s in watch.stamps)
                 if path == program or watched:
-                    self._problem(name, watch, '%s is missing (%s): not watched until '
-                                  'it is back' % (path, exc.strerror or exc))
+                    self._problem(name, '%s is missing (%s): not watched until it is '
+                                  'back', path, exc.strerror or exc)
                     return None
                 # an interpreter's argument that is no file: nothing to watch
         return tuple(stamps)
@@ -306,13 +280,12 @@ class CommandReloader(PeriodicPlugin):
     async def _restart(self, name: str, changed: str) -> None:
         reply = await self.change_state('restart', name=name, match='simple')
         if reply.get('status') == 'ok':
-            log.info('%s: %s changed: restarted', name, changed)
+            self.log.info('%s: %s changed: restarted', name, changed)
         else:
-            log.error('%s: %s changed but the restart failed: %s (not tried again until '
-                      'it changes again)', name, changed, reply.get('reason'))
+            self.log.error('%s: %s changed but the restart failed: %s (not tried again '
+                           'until it changes again)', name, changed, reply.get('reason'))
 
-    def _problem(self, name: str, watch: _Watch, problem: str) -> None:
-        """Log ``problem`` once, until it goes away or another one comes."""
-        if problem != watch.problem:
-            watch.problem = problem
-            log.warning('%s: %s', name, problem)
+    def _problem(self, name: str, problem: str, *args: Any) -> None:
+        """Warn of ``problem % args`` with watcher ``name`` once, until it goes away or
+        another one comes."""
+        self._problems(name, logging.WARNING, '%s: ' + problem, name, *args)

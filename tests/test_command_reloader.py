@@ -1,8 +1,6 @@
 """The command reloader: which files a command runs, and restarts under a real circusd."""
-import json
 import logging
 import os
-import queue
 import sys
 import time
 
@@ -11,7 +9,7 @@ import pytest
 from circus_plugins import ConfigError
 from circus_plugins.command_reloader import (CommandReloader, UnresolvedCommand,
                                              command_files)
-from circus_plugins.testing import EventRecorder, PluginProcess, wait_for
+from circus_plugins.testing import PluginProcess, ScriptedCircusd, wait_for
 
 SCRIPT = '#!/bin/sh\nexec sleep 1000\n'
 PLUGIN = 'circus_plugins.command_reloader.CommandReloader'
@@ -83,48 +81,50 @@ def test_command_files_errors(tmp_path):
             command_files(cmd, working_dir=str(tmp_path), env={'PATH': str(tmp_path)})
 
 
-class Scripted:
-    """A CommandReloader whose calls go to a script of watchers instead of circusd."""
+BUSY = {'status': 'error', 'errno': 5,
+        'reason': 'arbiter is already running manage_watchers command'}
+
+
+class Scripted(ScriptedCircusd):
+    """A reloader looking every 0.02 s, and a scripted circusd that runs ``watchers``
+    ({name: options}: replace it to change them, the plugin thread iterates on it) and
+    answers ``restart`` busy once. Only restarts are recorded."""
 
     def __init__(self, watchers):
-        self.plugin = CommandReloader('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
-                                      loop_rate='0.02')
-        self.watchers = watchers  # {name: options}
+        plugin = CommandReloader('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                                 loop_rate='0.02')
+        replies = {'list': self.list, 'get': self.get, 'status': {'status': 'active'},
+                   'restart': self.restart}
+        super().__init__(plugin, replies, ignore=['list', 'get', 'status'])
+        self.watchers = watchers
         self.looks = 0
         self.gets = set()
-        self.commands = queue.Queue()
+        self.busy = set()  # the watchers whose restart was refused once
+        self.vanished = set()  # listed, but removed before the plugin asks about them
 
-        async def call_async(command, **props):
-            if command == 'list':
-                self.looks += 1
-                return {'status': 'ok', 'watchers': sorted(self.watchers)}
-            if command == 'get':
-                self.gets.add(props['name'])
-                if props['name'] not in self.watchers:
-                    return {'status': 'error', 'reason': 'program %s not found'
-                            % props['name'], 'errno': 3}
-                return {'status': 'ok', 'options': dict(self.watchers[props['name']])}
-            if command == 'status':
-                return {'status': 'active'}
-            self.commands.put((command, props))
+    def list(self):
+        self.looks += 1
+        return {'status': 'ok', 'watchers': sorted(set(self.watchers) | self.vanished)}
+
+    def get(self, name, keys):
+        self.gets.add(name)
+        if name not in self.watchers:
+            return {'status': 'error', 'reason': 'program %s not found' % name, 'errno': 3}
+        return {'status': 'ok', 'options': dict(self.watchers[name])}
+
+    def restart(self, name, match):
+        if name in self.busy:
             return {'status': 'ok'}
-        self.plugin.call_async = call_async
+        self.busy.add(name)
+        return BUSY
 
     def looked(self):
         """Wait until a whole look has run after this call."""
         start = self.looks
         wait_for(lambda: self.looks >= start + 2, what='the plugin to look')
 
-    def no_command(self):
-        self.looked()
-        return self.commands.empty()
 
-    def __enter__(self):
-        self.plugin.start_background()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.plugin.stop()
+RESTART = ('restart', {'name': 'web', 'match': 'simple'})
 
 
 def test_plugins_skipped_removed_watchers_forgotten_missing_logged_once(tmp_path, caplog):
@@ -134,14 +134,15 @@ def test_plugins_skipped_removed_watchers_forgotten_missing_logged_once(tmp_path
         s.looked()
         assert s.gets == {'web'} and list(s.plugin.watches) == ['web']
         touch_later(mine)
+        s.looked()
         assert s.no_command()
 
-        # (the script is replaced, never changed: the plugin thread iterates on it)
         s.watchers = {'plugin:me': {'cmd': mine}}
         s.looked()
         assert s.plugin.watches == {}
         touch_later(web)  # while it is gone: back, it is new, not changed
         s.watchers = {'plugin:me': {'cmd': mine}, 'web': {'cmd': web}}
+        s.looked()
         assert s.no_command()
 
         os.rename(web, web + '.away')
@@ -149,13 +150,47 @@ def test_plugins_skipped_removed_watchers_forgotten_missing_logged_once(tmp_path
             s.looked()
         missing = [r for r in caplog.records if 'is missing' in r.getMessage()]
         assert len(missing) == 1 and missing[0].levelno == logging.WARNING
-        assert s.commands.empty() and s.plugin.running
+        assert s.no_command() and s.plugin.running
 
         os.rename(web + '.away', web)
         touch_later(web)
-        assert s.commands.get(timeout=5) == ('restart', {'name': 'web', 'match': 'simple',
-                                                         'busy_retry': 30.0})
-        assert s.no_command()
+        assert s.next_command(timeout=5) == RESTART  # refused as busy, asked again
+        s.looked()
+        assert s.no_command() and s.busy == {'web'}
+    assert 'web: %s changed: restarted' % web in caplog.text
+    assert 'restart failed' not in caplog.text
+
+
+def test_problems_are_said_once_each_and_again_after_they_went_away(tmp_path, caplog):
+    web = make_script(tmp_path / 'web.sh')
+    with Scripted({'web': {'cmd': 'no-such-program', 'env': {'PATH': str(tmp_path)}}}) as s:
+        s.looked()
+        s.looked()
+        s.watchers = {'web': {'cmd': web}}  # found: the problem is gone
+        s.looked()
+        s.watchers = {'web': {'cmd': 'no-such-program', 'env': {'PATH': str(tmp_path)}}}
+        s.looked()
+        s.looked()
+        s.replies['status'] = {'status': 'error', 'reason': 'no reply within 5 s'}
+        s.watchers = {'web': {'cmd': web}}
+        touch_later(web)
+        s.looked()
+        s.looked()
+        assert s.no_command()  # tried again at each look, not restarted without a status
+        s.replies['status'] = {'status': 'active'}
+        assert s.next_command() == RESTART
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["web: cannot find its program: 'no-such-program' is not on the PATH "
+                        "(%s)" % tmp_path] * 2 + [
+        'web: cannot read its status: no reply within 5 s']
+
+
+def test_a_watcher_removed_since_the_list_is_forgotten_quietly(tmp_path, caplog):
+    with Scripted({'web': {'cmd': make_script(tmp_path / 'web.sh')}}) as s:
+        s.vanished = {'gone'}
+        s.looked()
+        assert 'gone' in s.gets and list(s.plugin.watches) == ['web']
+    assert 'gone' not in caplog.text
 
 
 def test_a_script_run_by_an_interpreter_is_watched(tmp_path):
@@ -166,7 +201,7 @@ def test_a_script_run_by_an_interpreter_is_watched(tmp_path):
         s.looked()
         assert len(s.plugin.watches['app'].stamps) == 2
         touch_later(str(script))
-        assert s.commands.get(timeout=5)[0] == 'restart'
+        assert s.next_command(timeout=5) == ('restart', {'name': 'app', 'match': 'simple'})
 
 
 def test_events_older_than_the_change_do_not_hide_it(tmp_path):
@@ -174,11 +209,9 @@ def test_events_older_than_the_change_do_not_hide_it(tmp_path):
     with Scripted({'web': {'cmd': web}}) as s:
         s.looked()
         for action in ('updated', 'start'):  # say, circusctl set web numprocesses 2
-            topic = ('watcher.web.%s' % action).encode()
-            message = json.dumps({'time': time.time()}).encode()
-            s.plugin.loop.add_callback(s.plugin.handle_recv, (topic, message))
+            s.feed('web', action, time=time.time())
         touch_later(web)  # changed after those events
-        assert s.commands.get(timeout=5)[0] == 'restart'
+        assert s.next_command(timeout=5) == RESTART
 
 
 def reloader_circusd(start_circusd, tmp_path, watchers, **options):
@@ -194,34 +227,44 @@ def reloader_circusd(start_circusd, tmp_path, watchers, **options):
     return circusd
 
 
+def restarted(circusd, name, script):
+    return circusd.log().count('%s: %s changed: restarted' % (name, script))
+
+
+def whole_look(circusd, script):
+    """Return once the reloader has made a whole look that began after this call: the
+    ``zz`` watcher, last in circusd's (sorted) list, runs ``script`` and is restarted
+    twice, and the second restart ends a look that began after the first one."""
+    for _ in range(2):
+        count = restarted(circusd, 'zz', script)
+        touch_later(script)
+        wait_for(lambda: restarted(circusd, 'zz', script) > count, timeout=8,
+                 what='the reloader to restart zz')
+
+
 def test_a_touched_script_restarts_its_watcher_and_nothing_else(start_circusd, tmp_path):
     scripts = {name: make_script(tmp_path / ('%s.sh' % name))
-               for name in ('touched', 'untouched', 'fake')}
+               for name in ('touched', 'untouched', 'fake', 'zz')}
     circusd = reloader_circusd(start_circusd, tmp_path, {
         'touched': {'cmd': scripts['touched']},
-        'untouched': {'cmd': scripts['untouched']},
+        'untouched': {'cmd': scripts['untouched']}, 'zz': {'cmd': scripts['zz']},
         # not a plugin, but named like one: the reloader leaves it alone all the same
         'plugin:fake': {'cmd': scripts['fake']}})
-    with EventRecorder(circusd.pubsub_endpoint) as events:
-        events.sync(circusd, 'untouched')
-        wait_for(lambda: len(circusd.pids('untouched')) == 1, what='the sync to end')
-        before = {name: circusd.pids(name)
-                  for name in ('touched', 'untouched', 'plugin:fake', 'plugin:reloader')}
-        assert all(before.values())
-        touch_later(scripts['touched'])
-        touch_later(scripts['fake'])
-        after = wait_for(lambda: circusd.pids('touched') not in ([], before['touched'])
-                         and circusd.pids('touched'), timeout=8, what='a restart')
-        events.poll()
-        quiet = events.listen(1.5)  # 7 looks: no other restart may come
-        # (the restart's own start event may come after the new process)
-        assert [topic for topic, _ in quiet if topic != b'watcher.touched.start'] == []
-        assert circusd.pids('touched') == after
-        for name in ('untouched', 'plugin:fake', 'plugin:reloader'):
-            assert circusd.pids(name) == before[name], name
-    log = wait_for(lambda: 'touched: %s changed: restarted' % scripts['touched'] in
-                   circusd.log() and circusd.log(), what='the restart to be logged')
-    assert log.count('touched: %s changed: restarted' % scripts['touched']) == 1
+    before = {name: circusd.pids(name)
+              for name in ('touched', 'untouched', 'plugin:fake', 'plugin:reloader')}
+    assert all(before.values())
+    touch_later(scripts['touched'])
+    touch_later(scripts['fake'])
+    wait_for(lambda: restarted(circusd, 'touched', scripts['touched']), timeout=8,
+             what='the restart')
+    after = wait_for(lambda: circusd.pids('touched') not in ([], before['touched'])
+                     and circusd.pids('touched'), timeout=8, what='the new process')
+    whole_look(circusd, scripts['zz'])  # no other restart may come
+    assert restarted(circusd, 'touched', scripts['touched']) == 1
+    assert circusd.pids('touched') == after
+    for name in ('untouched', 'plugin:fake', 'plugin:reloader'):
+        assert circusd.pids(name) == before[name], name
+    log = circusd.log()
     assert 'plugin:' not in ''.join(line for line in log.splitlines() if 'watching' in line)
 
 
@@ -235,19 +278,13 @@ def test_stopped_watchers_and_option_changes_are_not_restarted(start_circusd, tm
              in circusd.log(), what='the reloader to see the change')
     assert circusd.status('idle') == 'stopped'
 
-    # circusd restarts a watcher whose cmd is set; the reloader must not do it again
-    first = circusd.pids('web')
-    with EventRecorder(circusd.pubsub_endpoint) as events:
-        reply = circusd.call('set', name='web', options={'cmd': other})
-        assert reply['status'] == 'ok'
-        wait_for(lambda: 'web: %s changed: circusd restarts it itself' % other
-                 in circusd.log(),
-                 what='the reloader to see the new command')
-        second = wait_for(lambda: circusd.pids('web') not in ([], first) and
-                          circusd.pids('web'), what="circusd's reload")
-        events.listen(1.2)
-        assert circusd.pids('web') == second
-    assert 'web: %s changed: restarted' % other not in circusd.log()
+    # circusd restarts a watcher whose cmd is set; the reloader must not do it again: its
+    # decision, logged, is final for this change
+    reply = circusd.call('set', name='web', options={'cmd': other})
+    assert reply['status'] == 'ok'
+    wait_for(lambda: 'web: %s changed: circusd restarts it itself' % other in circusd.log(),
+             what='the reloader to see the new command')
+    assert restarted(circusd, 'web', other) == 0
 
 
 def test_a_restart_by_someone_else_after_the_change_is_enough(start_circusd, tmp_path):
@@ -266,20 +303,19 @@ def test_a_restart_by_someone_else_after_the_change_is_enough(start_circusd, tmp
 
 
 def test_a_missing_program_is_logged_once_and_watched_again(start_circusd, tmp_path):
-    web = make_script(tmp_path / 'web.sh')
-    circusd = reloader_circusd(start_circusd, tmp_path, {'web': {'cmd': web}})
+    web, zz = make_script(tmp_path / 'web.sh'), make_script(tmp_path / 'zz.sh')
+    circusd = reloader_circusd(start_circusd, tmp_path, {'web': {'cmd': web},
+                                                         'zz': {'cmd': zz}})
     first = circusd.pids('web')
     os.unlink(web)  # the running process does not mind
     wait_for(lambda: 'web: %s is missing' % web in circusd.log(), what='the warning')
-    with EventRecorder(circusd.pubsub_endpoint) as events:
-        events.listen(1.0)  # 5 more looks
+    whole_look(circusd, zz)
     assert circusd.log().count('is missing') == 1
     assert circusd.pids('web') == first and circusd.pids('plugin:reloader')
     make_script(tmp_path / 'web.sh', SCRIPT + '# new release\n')
     touch_later(web)
     wait_for(lambda: circusd.pids('web') not in ([], first), timeout=8, what='a restart')
-    wait_for(lambda: 'web: %s changed: restarted' % web in circusd.log(),
-             what='the restart to be logged')
+    wait_for(lambda: restarted(circusd, 'web', web), what='the restart to be logged')
 
 
 def test_runs_from_circus_plugin(start_circusd, tmp_path):
