@@ -270,6 +270,20 @@ def fuzz(examples=40):
                     suppress_health_check=[HealthCheck.too_slow])
 
 
+def fuzz_web(circusd, caplog, actions, then):
+    """Feed the plugin junk, some of it aimed at watcher ``web`` with ``actions``, and
+    :func:`check` it; then ``then()`` shows the plugin still works, logging nothing."""
+    @fuzz(30)
+    @given(hostile(st.sampled_from(actions)))
+    def run(junk):
+        junk = aim(junk, 'web')
+        circusd.feed_raw(*junk)
+        check(circusd, caplog, len(junk))
+        then()
+        check(circusd, caplog, 0)
+    run()
+
+
 #: Flapping's circusd: watchers without options of their own.
 NO_OPTIONS = {'options': {'status': 'ok', 'options': {}}}
 
@@ -376,29 +390,23 @@ def test_watchdog_fuzzed_keeps_its_processes_and_still_kills(caplog):
     plugin = WatchDog(*NOWHERE, 0.0, port=str(free_port(socket.SOCK_DGRAM)),
                       loop_rate='0.05', max_count='1')
     pids = itertools.count(3000000)
-    with ScriptedCircusd(plugin, {'list': listing}, ignore=['list']) as circusd:
-        @fuzz(30)
-        @given(hostile(st.sampled_from(['spawn', 'reap', 'kill', 'stop'])))
-        def run(junk):
-            junk = aim(junk, 'web')
-            circusd.feed_raw(*junk)
-            check(circusd, caplog, len(junk))
+    def sound():
+        return all(type(pid) is int and 0 < pid <= MAX_PID and
+                   isinstance(process.watcher, str)
+                   for pid, process in plugin.processes.items())
 
-            def sound():
-                return all(type(pid) is int and 0 < pid <= MAX_PID and
-                           isinstance(process.watcher, str)
-                           for pid, process in plugin.processes.items())
-            assert circusd.on_loop(sound)
-            pid = next(pids)
-            alive.add(pid)
-            circusd.feed('web', 'spawn', process_pid=pid, time=1)
-            assert circusd.next_command() == ('kill', {'name': 'web', 'pid': pid})
-            alive.discard(pid)
-            circusd.feed('web', 'spawn', process_pid=pid)
-            circusd.feed('web', 'reap', process_pid=pid)
-            assert circusd.on_loop(lambda: pid not in plugin.processes)
-            check(circusd, caplog, 0)
-        run()
+    def still_kills():
+        assert circusd.on_loop(sound)
+        pid = next(pids)
+        alive.add(pid)
+        circusd.feed('web', 'spawn', process_pid=pid, time=1)
+        assert circusd.next_command() == ('kill', {'name': 'web', 'pid': pid})
+        alive.discard(pid)
+        circusd.feed('web', 'spawn', process_pid=pid)
+        circusd.feed('web', 'reap', process_pid=pid)
+        assert circusd.on_loop(lambda: pid not in plugin.processes)
+    with ScriptedCircusd(plugin, {'list': listing}, ignore=['list']) as circusd:
+        fuzz_web(circusd, caplog, ['spawn', 'reap', 'kill', 'stop'], still_kills)
 
 
 def touch_later(path, seconds=10):
@@ -422,12 +430,7 @@ def test_command_reloader_fuzzed_still_restarts_on_a_change(tmp_path, caplog):
         wait_for(lambda: 'web' in plugin.watches and plugin.watches['web'].stamps,
                  what='a first look')
 
-        @fuzz(30)
-        @given(hostile(st.sampled_from(['start', 'reload', 'updated', 'stop'])))
-        def run(junk):
-            junk = aim(junk, 'web')
-            circusd.feed_raw(*junk)
-            check(circusd, caplog, len(junk))
+        def still_restarts():
             started = circusd.on_loop(lambda: plugin.watches['web'].started)
             assert type(started) is float and 0 <= started <= time.time()
             touch_later(str(web))
@@ -435,8 +438,7 @@ def test_command_reloader_fuzzed_still_restarts_on_a_change(tmp_path, caplog):
             seen = looks[0]
             wait_for(lambda: looks[0] > seen + 2, what='two more looks')
             assert circusd.no_command()
-            check(circusd, caplog, 0)
-        run()
+        fuzz_web(circusd, caplog, ['start', 'reload', 'updated', 'stop'], still_restarts)
 
 
 def test_statsd_emitter_fuzzed_still_counts(udp, caplog):
@@ -461,21 +463,15 @@ def test_full_stats_fuzzed_still_counts_spawns(udp, caplog):
     replies = {'stats': {'status': 'ok', 'infos': {'web': {'1': {'cpu': 1.0, 'mem': 2.0}}}}}
     plugin = FullStats(*NOWHERE, 0.0, host='127.0.0.1', port=str(udp.port),
                        loop_rate='0.02')
+    def still_counts():
+        before = circusd.on_loop(lambda: plugin._spawns.get('web', 0))
+        circusd.feed_raw((b'watcher.web.spawn', b'\xff'), (b'watcher.web.spawn', b'{}'))
+        count = circusd.on_loop(lambda: plugin._spawns['web'])
+        assert count == before + 2
+        udp.wait_lines(lambda lines: 'circus.app.watcher._stats.web.spawn_count:%d|g'
+                       % count in lines)
     with ScriptedCircusd(plugin, replies) as circusd:
-        @fuzz(30)
-        @given(hostile(st.just('spawn')))
-        def run(junk):
-            junk = aim(junk, 'web')
-            circusd.feed_raw(*junk)
-            check(circusd, caplog, len(junk))
-            before = circusd.on_loop(lambda: plugin._spawns.get('web', 0))
-            circusd.feed_raw((b'watcher.web.spawn', b'\xff'), (b'watcher.web.spawn', b'{}'))
-            count = circusd.on_loop(lambda: plugin._spawns['web'])
-            assert count == before + 2
-            udp.wait_lines(lambda lines: 'circus.app.watcher._stats.web.spawn_count:%d|g'
-                           % count in lines)
-            check(circusd, caplog, 0)
-        run()
+        fuzz_web(circusd, caplog, ['spawn'], still_counts)
 
 
 # -- under a real circusd -----------------------------------------------------------------------
