@@ -7,8 +7,8 @@ A watcher may override each option with a ``flapping.<option>`` key of its own s
 (``flapping.max_retry = 10``): see the plugin's page in the documentation.
 """
 import collections
-import functools
 import time
+from functools import partial
 from typing import Any, Awaitable, Callable, Dict, Optional
 
 from .config import MAX_COUNT, MAX_SECONDS, to_bool, to_number
@@ -25,18 +25,14 @@ _KILL_MEMORY = 60.0
 #: Kills remembered per watcher at most: a decr publishes kills and no reaps.
 _MAX_KILLS = 4096
 
-
-def _number(minimum: float, maximum: float, integer: bool = False) -> Callable:
-    return functools.partial(to_number, minimum=minimum, maximum=maximum, integer=integer)
-
-
 #: ``{option: (default, converter)}``: the converter reads the plugin's option (through
 #: :meth:`~circus_plugins.CircusPlugin.option`) and a watcher's ``flapping.<option>`` alike.
 _OPTIONS = {
-    'attempts': (2, _number(1, MAX_COUNT, integer=True)),
-    'window': (1.0, _number(0, MAX_SECONDS)),
-    'retry_in': (7.0, _number(0, MAX_SECONDS)),
-    'max_retry': (5, _number(INFINITE_RETRY, MAX_COUNT, integer=True)),
+    'attempts': (2, partial(to_number, minimum=1, maximum=MAX_COUNT, integer=True)),
+    'window': (1.0, partial(to_number, minimum=0, maximum=MAX_SECONDS)),
+    'retry_in': (7.0, partial(to_number, minimum=0, maximum=MAX_SECONDS)),
+    'max_retry': (5, partial(to_number, minimum=INFINITE_RETRY, maximum=MAX_COUNT,
+                             integer=True)),
     'active': (True, to_bool),
 }
 
@@ -61,12 +57,6 @@ class _Watch:
         a reap after: those deaths are no flapping."""
         when = self.killed.pop(pid, None)
         return when is not None and now - when <= _KILL_MEMORY
-
-    def forget_kills(self, now: float) -> None:
-        """Drop kills older than _KILL_MEMORY and, past _MAX_KILLS, the oldest: decr
-        publishes no reap, so its kills would otherwise stay forever."""
-        kept = [(pid, when) for pid, when in self.killed.items() if now - when <= _KILL_MEMORY]
-        self.killed = dict(kept[-_MAX_KILLS:])  # in the order they came
 
     def expected_event(self, action: str) -> bool:
         """Consume the expectation of ``action``; say whether it was still due."""
@@ -116,12 +106,12 @@ class Flapping(CircusPlugin):
         watch = self.watches.setdefault(event.watcher, _Watch())
         if not reap:
             watch.killed[pid] = now
-            if len(watch.killed) > _MAX_KILLS:
-                watch.forget_kills(now)
+            if len(watch.killed) > _MAX_KILLS:  # the oldest goes: dicts keep their order
+                del watch.killed[next(iter(watch.killed))]
         elif not (watch.killed_on_purpose(pid, now) or watch.acting or watch.retry is not None):
             watch.deaths.append(min(died, now))
             self.loop.add_callback(self._safely, event.watcher, 'checking for flapping',
-                                   functools.partial(self._judge, event.watcher, watch))
+                                   partial(self._judge, event.watcher, watch))
 
     def _by_someone_else(self, watcher: str, watch: _Watch, action: str) -> None:
         """An operator (or another plugin) stopped or started the watcher: forget the
@@ -159,8 +149,7 @@ class Flapping(CircusPlugin):
         return options
 
     async def _safely(self, watcher: str, what: str, job: Callable[[], Awaitable]) -> None:
-        """Await ``job()``; run by the loop, where an exception would reach tornado's log
-        instead of the plugin's."""
+        """Await ``job()`` for the loop, logging an exception as tornado would not."""
         try:
             await job()
         except Exception:
@@ -189,7 +178,7 @@ class Flapping(CircusPlugin):
             if await self._command('stop', watcher, watch):
                 watch.retry = self.loop.call_later(
                     options['retry_in'], self._safely, watcher, 'the restart',
-                    functools.partial(self._restart, watcher, watch))
+                    partial(self._restart, watcher, watch))
         else:
             self.log.info('%s: flapping detected: reached max retry limit (%d): stopping '
                           'it for good', watcher, max_retry)
