@@ -207,15 +207,6 @@ def _check_http_url(url: str) -> None:
         raise ValueError('has a port that is not a number from 1 to 65535')
 
 
-def abandon(plugin: Any) -> None:
-    """Release what a plugin's constructor has made so far (its loop, say), when the
-    constructor refuses an option and the plugin will never run. Never raises."""
-    try:
-        plugin.stop()
-    except Exception:  # the base constructor had not finished: nothing was made yet
-        pass
-
-
 def _circus_form(config: Mapping[str, str]) -> str:
     return ':::'.join('%s:%s' % item for item in sorted(config.items()))
 
