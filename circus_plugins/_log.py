@@ -55,7 +55,7 @@ class SayOnce:
                 self.every is None or now - said[1] < self.every):
             return False
         self._said[key] = (text, now)
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, stacklevel=2)  # the caller's line
         return True
 
     def forget(self, key: Hashable) -> bool:

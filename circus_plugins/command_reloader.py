@@ -183,7 +183,7 @@ class CommandReloader(PeriodicPlugin):
         self._problems = SayOnce(self.log)  # by watcher: each logged once, until it is gone
 
     def handle_recv(self, data):
-        event = read_event(self.name, data, fields=('start', 'reload'))
+        event = read_event(self.log, data, fields=('start', 'reload'))
         if event is None:
             return
         watch = self.watches.get(event.watcher)
@@ -195,7 +195,7 @@ class CommandReloader(PeriodicPlugin):
             now = time.time()
             when = event.time() if 'time' in event.fields else now
             if when is None:
-                skip_event(self.name, event, 'time')
+                skip_event(self.log, event, 'time')
                 return
             # No start is in the future: a stamp from there (junk, or a clock ahead of
             # ours) would make every later change look restarted by circusd already.

@@ -10,13 +10,13 @@ through :meth:`~circus_plugins.CircusPlugin.split_data` and
     from circus_plugins.events import read_event, skip_event
 
     def handle_recv(self, data):
-        event = read_event(self.name, data, fields=('reap',))
+        event = read_event(self.log, data, fields=('reap',))
         if event is None:
             return                      # malformed: skipped, one warning logged
         if event.action == 'reap':
             pid = event.pid()
             if pid is None:
-                skip_event(self.name, event, 'process_pid')
+                skip_event(self.log, event, 'process_pid')
                 return
 
 :func:`parse_event` checks the topic (and, when asked, the body) and raises
@@ -31,9 +31,9 @@ import re
 import types
 from typing import Any, Container, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
+from ._log import plugin_logger
 from .errors import MalformedEvent
 
-log = logging.getLogger('circus_plugins')
 
 #: Longest topic accepted, in bytes (UTF-8): a watcher name is a short ``circus.ini`` name.
 MAX_TOPIC = 1024
@@ -177,21 +177,28 @@ def _parse_body(body: Any) -> dict:
     return value
 
 
-def read_event(plugin: str, data: Any, *,
+def _logger(plugin: Union[logging.Logger, str]) -> logging.Logger:
+    return plugin if isinstance(plugin, logging.Logger) else plugin_logger(plugin)
+
+
+def read_event(plugin: Union[logging.Logger, str], data: Any, *,
                fields: Union[bool, Container[str]] = True) -> Optional[Event]:
-    """:func:`parse_event`, or ``None`` after one warning naming ``plugin`` and what
-    was wrong."""
+    """:func:`parse_event`, or ``None`` after one warning saying what was wrong.
+
+    :param plugin: the plugin's logger (``self.log``), or its name.
+    """
     try:
         return parse_event(data, fields=fields)
     except MalformedEvent as exc:
-        log.warning('plugin %s: skipped a malformed event: %s', plugin, exc)
+        _logger(plugin).warning('skipped a malformed event: %s', exc)
         return None
 
 
-def skip_event(plugin: str, event: Event, *keys: str) -> None:
-    """Log, in one warning, that ``plugin`` skips ``event`` because its fields ``keys``
-    are missing or unusable (their values are shown, shortened)."""
+def skip_event(plugin: Union[logging.Logger, str], event: Event, *keys: str) -> None:
+    """Log, in one warning on ``plugin`` (a logger, or a plugin's name), that ``event``
+    is skipped because its fields ``keys`` are missing or unusable (their values are
+    shown, shortened)."""
     shown = ', '.join('%s=%s' % (key, shorten(event.fields[key]) if key in event.fields
                                  else '(missing)') for key in keys)
-    log.warning('plugin %s: skipped %s event of watcher %s: unusable %s',
-                plugin, event.action, shorten(event.watcher), shown)
+    _logger(plugin).warning('skipped %s event of watcher %s: unusable %s',
+                            event.action, shorten(event.watcher), shown)

@@ -76,7 +76,7 @@ class Flapping(CircusPlugin):
         self.watches: Dict[str, _Watch] = {}
 
     def handle_recv(self, data):
-        event = read_event(self.name, data, fields=('kill', 'reap'))
+        event = read_event(self.log, data, fields=('kill', 'reap'))
         if event is None:
             return
         watcher, action = event.watcher, event.action
@@ -101,7 +101,7 @@ class Flapping(CircusPlugin):
         # A reap's stamp from the future (another clock, junk) would hold the window open.
         died = event.time() if reap and 'time' in event.fields else now
         if pid is None or died is None:
-            skip_event(self.name, event, 'process_pid', *(['time'] if reap else []))
+            skip_event(self.log, event, 'process_pid', *(['time'] if reap else []))
             return
         watch = self.watches.setdefault(event.watcher, _Watch())
         if not reap:

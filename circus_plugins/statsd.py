@@ -39,7 +39,7 @@ class StatsdEmitter(StatsdPlugin):
 
     def handle_recv(self, data):
         # Every event counts, whatever its body: only the topic is read (and checked).
-        event = read_event(self.name, data, fields=False)
+        event = read_event(self.log, data, fields=False)
         if event is not None:
             self.metrics.increment('%s.%s' % (event.watcher, event.action))
 
@@ -75,7 +75,7 @@ class FullStats(BaseObserver):
         self._spawns: Dict[str, int] = {}
 
     def handle_recv(self, data):
-        event = read_event(self.name, data, fields=False)
+        event = read_event(self.log, data, fields=False)
         if event is not None and event.action == 'spawn':
             self._spawns[event.watcher] = self._spawns.get(event.watcher, 0) + 1
 

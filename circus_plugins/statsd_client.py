@@ -111,7 +111,7 @@ class StatsdClient(_Metrics):
         self.sent = 0
         self._address = None
         self._next_lookup = 0.0
-        self._say_once = SayOnce(logger or logging.getLogger(__name__))
+        self._say_once = SayOnce(logger or logging.getLogger(__name__), by_key=True)
         self._socket: Optional[socket.socket] = None
         self._lookup()  # now, before any loop runs: a lookup may block
 

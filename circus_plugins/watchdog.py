@@ -193,7 +193,7 @@ class WatchDog(PeriodicPlugin):
         self.log.info('watching %d processes', len(self.processes))
 
     def handle_recv(self, data):
-        event = read_event(self.name, data, fields=('spawn', 'reap', 'kill'))
+        event = read_event(self.log, data, fields=('spawn', 'reap', 'kill'))
         if event is None:
             return
         watcher, action = event.watcher, event.action
@@ -206,7 +206,7 @@ class WatchDog(PeriodicPlugin):
             return
         pid = event.pid()
         if pid is None:
-            skip_event(self.name, event, 'process_pid')
+            skip_event(self.log, event, 'process_pid')
         elif action == 'spawn':
             self._add(pid, watcher, 'new')
         else:

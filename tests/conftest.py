@@ -59,12 +59,6 @@ def udp():
         yield receiver
 
 
-def unstarted(plugin):
-    """A plugin built only to look at: close the loop its constructor made."""
-    plugin.stop()
-    return plugin
-
-
 def observer_options(use, target_key, target, udp, **extra):
     """A ``[plugin:...]`` section for an observer plugin that checks ``target`` every
     0.2 s and sends its metrics to the ``udp`` receiver."""

@@ -167,15 +167,16 @@ def test_malformed_examples_and_what_the_warning_says(caplog):
         assert read_event('tester', data) is None
         [record] = caplog.records
         assert record.levelno == logging.WARNING and record.exc_info is None
-        assert 'plugin tester: skipped a malformed event' in record.getMessage()
+        assert record.name == 'circus_plugins.tester'
+        assert record.getMessage().startswith('skipped a malformed event')
         assert reason in record.getMessage() and len(record.getMessage()) < 400
     caplog.clear()
     event = read_event('tester', (b'watcher.web.reap', b'{"process_pid": "%s"}' % (b'9' * 900)))
     assert event.pid() is None and not caplog.records
     skip_event('tester', event, 'process_pid', 'time')
     [record] = caplog.records
-    assert record.getMessage().startswith(
-        "plugin tester: skipped reap event of watcher 'web': unusable process_pid='999")
+    assert record.name == 'circus_plugins.tester' and record.getMessage().startswith(
+        "skipped reap event of watcher 'web': unusable process_pid='999")
     assert record.getMessage().endswith('(900 in all), time=(missing)')
 
 
@@ -240,7 +241,7 @@ def test_each_unusable_event_is_skipped_with_one_warning(make, unusable, caplog)
         plugin.handle_recv(data)
         [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert record.levelno == logging.WARNING and not record.exc_info, data
-        assert record.getMessage().startswith('plugin %s: skipped ' % plugin.name)
+        assert record.name == plugin.log.name and record.getMessage().startswith('skipped ')
 
 
 def test_command_reloader_takes_a_start_from_the_future_as_now():
@@ -335,7 +336,8 @@ def test_flapping_after_a_reap_with_a_bad_time(bad_time, caplog):
     with flapping(retry_in='60') as circusd:
         circusd.feed('web', 'reap', process_pid=7, time=bad_time)
         [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
-        assert 'plugin flapping: skipped reap event of watcher' in warning.getMessage()
+        assert warning.name == 'circus_plugins.flapping'
+        assert 'skipped reap event of watcher' in warning.getMessage()
         caplog.clear()
         for pid in (8, 9):
             circusd.feed('web', 'reap', process_pid=pid, time=time.time())
