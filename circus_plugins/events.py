@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import re
+import time as _time
 import types
 from typing import Any, Container, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -202,3 +203,65 @@ def skip_event(plugin: Union[logging.Logger, str], event: Event, *keys: str) -> 
                                  else '(missing)') for key in keys)
     _logger(plugin).warning('skipped %s event of watcher %s: unusable %s',
                             event.action, shorten(event.watcher), shown)
+
+
+#: Topic prefix of plugin-made events: circusd publishes only ``watcher.`` topics.
+PLUGIN_PREFIX = 'plugin'
+#: Body keys that :func:`plugin_event` sets itself and a detail may not take.
+RESERVED = frozenset(('plugin', 'time'))
+#: Depth beyond which a detail's nested value is sent as its ``str()``.
+_MAX_DEPTH = 16
+
+
+def plugin_event(plugin_name: str, watcher: str, action: str,
+                 **details: Any) -> Tuple[bytes, bytes]:
+    """Make a plugin-made event: the two frames ``(topic, body)`` to deliver or publish.
+
+    The topic is ``plugin.<watcher>.<action>``; the body a JSON object of ``details`` plus
+    ``"plugin"`` (``plugin_name``) and ``"time"`` (now, in seconds since the epoch). A
+    detail that JSON cannot hold (an object, a set, ``NaN``, a non-string key...) is sent
+    as its ``str()``; tuples and sets become lists.
+
+    :param plugin_name: the emitting plugin's name (``Flapping.name``...).
+    :param watcher: the watcher the event is about.
+    :param action: what was done: letters, digits, ``_`` and ``-``, 64 at most.
+    :raises MalformedEvent: a name or action that :func:`parse_event` would refuse, a
+        detail named ``plugin`` or ``time``, or frames longer than :data:`MAX_TOPIC` or
+        :data:`MAX_BODY` bytes.
+    """
+    if not isinstance(plugin_name, str) or not plugin_name or not plugin_name.isprintable():
+        raise MalformedEvent('plugin name %s is not a printable name' % shorten(plugin_name))
+    if not isinstance(watcher, str) or not watcher or not watcher.isprintable():
+        raise MalformedEvent('watcher %s is not a printable name' % shorten(watcher))
+    if not isinstance(action, str) or not _ACTION.fullmatch(action):
+        raise MalformedEvent('action %s is not 1 to 64 letters, digits, _ or -'
+                             % shorten(action))
+    taken = RESERVED.intersection(details)
+    if taken:
+        raise MalformedEvent('detail %s is reserved' % ', '.join(sorted(taken)))
+    body = {key: _plain(value, 0) for key, value in details.items()}
+    body['plugin'] = plugin_name
+    body['time'] = _time.time()
+    topic = ('%s.%s.%s' % (PLUGIN_PREFIX, watcher, action)).encode('utf-8')
+    # ASCII: a lone surrogate in a detail travels as an escape, not as bad UTF-8.
+    raw = json.dumps(body, allow_nan=False).encode('ascii')
+    if len(topic) > MAX_TOPIC:
+        raise MalformedEvent('topic %s is longer than %d bytes' % (shorten(topic), MAX_TOPIC))
+    if len(raw) > MAX_BODY:
+        raise MalformedEvent('body of %d bytes is longer than %d' % (len(raw), MAX_BODY))
+    return topic, raw
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """``value`` as JSON holds it: what it cannot hold becomes its ``str()``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth < _MAX_DEPTH:
+        if isinstance(value, Mapping):
+            return {key if isinstance(key, str) else str(key): _plain(item, depth + 1)
+                    for key, item in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [_plain(item, depth + 1) for item in value]
+    return str(value)
