@@ -5,7 +5,7 @@ plugin thread, and a socket left open on that path keeps the ZMQ context from ev
 terminating. Checking the text first gives a one-line error naming the culprit instead.
 """
 import re
-from typing import Any
+from typing import Any, List
 
 from .errors import ConfigError
 
@@ -50,3 +50,12 @@ def check_ssh_server(value: Any, what: str) -> Any:
         return value
     raise ConfigError('%s: %r is not an SSH server (expected [user@]host[:port])'
                       % (what, value))
+
+
+def check_endpoints(value: Any, what: str) -> List[str]:
+    """A list of endpoints from ``value``: a list, or a string of endpoints separated
+    by commas or white space; each checked as by :func:`check_endpoint`."""
+    items = value.replace(',', ' ').split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError('%s: %r is not a list of endpoints' % (what, value))
+    return [check_endpoint(item, what) for item in items]

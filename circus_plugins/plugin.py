@@ -31,11 +31,13 @@ import zmq
 from tornado.ioloop import IOLoop
 
 from ._client import Client, ThreadCaller, new_dealer
-from ._endpoint import check_endpoint, check_ssh_server
+from . import _bus
+from ._endpoint import check_endpoint, check_endpoints, check_ssh_server
 from ._log import plugin_logger
 from .config import MAX_SECONDS, to_bool, to_number
 from .errors import CallError, ConfigError
-from .events import shorten
+from .errors import MalformedEvent
+from .events import PLUGIN_PREFIX, plugin_event, shorten
 
 #: Seconds during which :meth:`CircusPlugin.change_state` asks a busy circusd again.
 BUSY_RETRY = 30.0
@@ -139,6 +141,10 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.active = self.option('active', True, bool)
         self.call_timeout = self.option('call_timeout', 5.0, float, minimum=0.001,
                                         maximum=MAX_SECONDS)
+        #: Where this plugin publishes the events it emits (a PUB socket bound there), and
+        #: where it also receives other processes' plugin-made events (its SUB connects).
+        self.events_publish = self.option('events_publish', None, check_endpoint)
+        self.events_subscribe = self.option('events_subscribe', [], check_endpoints)
         #: The plugin's tornado IOLoop, run by the plugin thread: made when the plugin
         #: starts (a constructor opens nothing), there before :meth:`handle_init` runs.
         self.loop: Optional[IOLoop] = None
@@ -153,6 +159,8 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.__context: Optional[zmq.Context] = None
         self.__sockets: list = []  # every socket made by __open, closed by __close
         self.__sub: Optional[zmq.Socket] = None
+        self.__publisher: Optional[zmq.Socket] = None
+        self.__shared_context: Optional[zmq.Context] = None
         self.__client: Optional[Client] = None
         self.__callers: Dict[threading.Thread, ThreadCaller] = {}
         self.__lock = threading.Lock()
@@ -237,8 +245,11 @@ class CircusPlugin(metaclass=_PluginMeta):
                 signal.signal(signum, handler)
         self.stop()
 
-    def start_background(self) -> 'CircusPlugin':
+    def start_background(self, *, context: Optional[zmq.Context] = None) -> 'CircusPlugin':
         """Start the plugin thread and return once events flow (thread-safe).
+
+        :param context: a ZeroMQ context to make the sockets from, shared with other
+            plugins of the process (a host's); the plugin then leaves it open at stop.
 
         :meth:`handle_init` and :meth:`initialize` have run when this returns; their
         exception, or a failure to connect, is raised here, and then nothing of the plugin
@@ -260,6 +271,7 @@ class CircusPlugin(metaclass=_PluginMeta):
             if not self.active:
                 self.log.info('not active: waiting to be stopped')
                 return self
+            self.__shared_context = context
             self.loop = IOLoop(make_current=False)
             thread = threading.Thread(target=self.__run, name='plugin-%s' % self.name,
                                       daemon=True)
@@ -288,6 +300,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         if first and thread is None:  # never started, or inactive: nothing was made
             self.__stopped.set()
         elif first and self.__started_fine():
+            _bus.leave(self)
             self.__pause_events()
             try:
                 self.handle_stop()
@@ -349,6 +362,7 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.__ready.set_exception(exc)
             return
         self.running = True
+        _bus.join(self)
         self.__ready.set_result(None)
         try:
             self.loop.start()
@@ -356,14 +370,26 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.log.exception('the event loop failed')
         finally:
             self.running = False
+            _bus.leave(self)
             self.__close()
             self.__stopped.set()
 
     def __open(self) -> None:
-        self.__context = self.context = zmq.Context()
+        self.__context = self.context = self.__shared_context or zmq.Context()
         self.__sub = self.sub_socket = self.__socket(zmq.SUB)
         self.__sub.setsockopt(zmq.SUBSCRIBE, b'watcher.')
         self.__connect(self.__sub, self.pubsub_endpoint, 'pubsub_endpoint')
+        if self.events_subscribe:
+            self.__sub.setsockopt(zmq.SUBSCRIBE, PLUGIN_PREFIX.encode() + b'.')
+            for endpoint in self.events_subscribe:
+                self.__connect(self.__sub, endpoint, 'events_subscribe')
+        if self.events_publish:
+            self.__publisher = self.__socket(zmq.PUB)
+            try:
+                self.__publisher.bind(self.events_publish)
+            except zmq.ZMQError as exc:
+                raise ConfigError('plugin %s: events_publish %r: %s'
+                                  % (self.name, self.events_publish, exc)) from None
         dealer = self.__socket(zmq.DEALER)
         # Long enough for a last cast to leave, short enough not to hang with circusd gone.
         dealer.linger = 1000
@@ -408,9 +434,9 @@ class CircusPlugin(metaclass=_PluginMeta):
             if not sock.closed:
                 sock.close()
         self.__sockets = []
-        self.__sub = self.__client = None
+        self.__sub = self.__client = self.__publisher = None
         self.sub_socket = None
-        if context is not None:
+        if context is not None and context is not self.__shared_context:
             # Also closes sockets a plugin made from self.context and left open, which
             # would otherwise keep term() waiting forever.
             context.destroy(linger=0)
@@ -531,6 +557,61 @@ class CircusPlugin(metaclass=_PluginMeta):
         if client is None:
             raise CallError('%r: plugin %s is not running' % (command, self.name))
         return client
+
+    # -- plugin-made events ----------------------------------------------------------------
+
+    def emit(self, watcher: str, action: str, **details: Any) -> None:
+        """Announce what the plugin did: ``action`` about ``watcher``, with ``details``
+        (JSON-serialisable; others are sent as text). Thread-safe.
+
+        The event, topic ``plugin.<watcher>.<action>`` and a JSON body with ``plugin``
+        (this plugin's name), ``time`` and the details, reaches every other plugin
+        running in this process through its :meth:`handle_recv`, and other processes
+        when the ``events_publish`` option names an endpoint to publish on. circusd never
+        publishes a ``plugin.`` topic; see :mod:`circus_plugins.events`. It never raises:
+        an event that cannot be made (a bad name, too big) is logged and dropped.
+        """
+        try:
+            data = plugin_event(self.name, watcher, action, **details)
+        except MalformedEvent as exc:
+            self.log.error('event %r about %s not emitted: %s', action, shorten(watcher),
+                           exc)
+            return
+        _bus.deliver(self, data)
+        if self.events_publish:
+            self._publish_event(data)
+
+    def _publish_event(self, data: Tuple[bytes, bytes]) -> None:
+        """Send a plugin-made event on the ``events_publish`` socket (thread-safe; for
+        plugins that relay the events of others, such as a host)."""
+        if not self.in_plugin_thread():
+            self.__call_soon(self._publish_event, data)
+            return
+        if self.__publisher is not None:
+            try:
+                self.__publisher.send_multipart(data, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # a full queue: PUB drops what no one takes
+                self.log.debug('plugin event not published: %s', exc)
+
+    def _take_plugin_event(self, data: Tuple[bytes, bytes]) -> None:
+        # Called by _bus from the emitting plugin's thread.
+        self.__call_soon(self.__handle_plugin_event, data)
+
+    def __call_soon(self, function, *args) -> None:
+        loop = self.loop
+        if loop is not None:
+            try:
+                loop.add_callback(function, *args)
+            except RuntimeError:
+                pass  # the loop has closed: the plugin is gone
+
+    def __handle_plugin_event(self, data: Tuple[bytes, bytes]) -> None:
+        if self.__paused or not self.running:
+            return
+        try:
+            self.handle_recv(data)
+        except Exception:
+            self.log.exception('handle_recv failed on %s', shorten(data[0]))
 
     def in_plugin_thread(self) -> bool:
         """True when called on the plugin thread, the one running :attr:`loop`."""

@@ -437,3 +437,63 @@ def test_a_malformed_endpoint_fails_the_start_at_once(endpoint, pubsub, ssh, cul
     assert '\n' not in str(error)
     assert not [t for t in threading.enumerate() if t.name == 'plugin-collector']
     plugin.stop()
+
+
+# -- plugin-made events ---------------------------------------------------------------------
+
+def test_emitted_events_reach_the_other_plugins_of_the_process(circusd):
+    import json
+    emitter = collector(circusd, name='emitter')
+    emitter.name = 'emitter'
+    with collector(circusd) as listener, emitter:
+        emitter.emit('web', 'did_something', count=3, why={'a', 'set'})
+        topic, body = next_event(listener, b'plugin.web.did_something')
+        fields = json.loads(body)
+        assert fields['plugin'] == 'emitter' and fields['count'] == 3
+        assert sorted(fields['why']) == ['a', 'set'] and fields['time'] > 0
+        emitter.emit('web', 'bad action!')  # logged, not raised
+        emitter.emit('web', 'second')
+        next_event(listener, b'plugin.web.second')
+        # The emitter does not hear itself.
+        assert all(not data[0].startswith(b'plugin.')
+                   for data in list(emitter.received.queue))
+
+
+def test_emitted_events_cross_processes_through_the_option_endpoints(circusd):
+    import zmq
+    publish = 'tcp://127.0.0.1:%d' % free_port()
+    foreign = 'tcp://127.0.0.1:%d' % free_port()
+    context = zmq.Context()
+    outside_sub = context.socket(zmq.SUB)
+    outside_sub.setsockopt(zmq.SUBSCRIBE, b'plugin.')
+    outside_sub.linger = 0
+    outside_pub = context.socket(zmq.PUB)
+    outside_pub.linger = 0
+    outside_pub.bind(foreign)
+    try:
+        with collector(circusd, events_publish=publish,
+                       events_subscribe=foreign) as plugin:
+            outside_sub.connect(publish)
+
+            def published():
+                plugin.emit('web', 'ping')
+                return outside_sub.poll(50) and outside_sub.recv_multipart()
+            topic, _ = wait_for(published, what='the emitted event on events_publish')
+            assert topic == b'plugin.web.ping'
+
+            def received():
+                outside_pub.send_multipart([b'plugin.db.pong', b'{"plugin": "x"}'])
+                try:
+                    return next_event(plugin, b'plugin.db.pong', timeout=0.05)
+                except queue.Empty:
+                    return None
+            assert wait_for(received, what='an event from events_subscribe')
+    finally:
+        outside_sub.close()
+        outside_pub.close()
+        context.term()
+
+
+def test_a_bad_events_endpoint_is_named():
+    with pytest.raises(ConfigError, match="plugin collector: events_publish: 'nowhere'"):
+        Collector('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, events_publish='nowhere')
