@@ -1,7 +1,9 @@
 """The ``circus-plugin`` command: run one plugin against a circusd.
 
 It takes circus 0.19's flags, so ``circus-plugin`` is a drop-in for circus's own runner,
-plus ``--ini PATH NAME`` to run a ``[plugin:NAME]`` section of a circus.ini as circusd would.
+plus ``--ini PATH NAME`` to run a ``[plugin:NAME]`` section of a circus.ini as circusd would,
+and ``--ini PATH --all`` (or several NAMEs) to run many sections in one process, in a
+:class:`~circus_plugins.host.PluginHost`.
 Bad input ends it with one line on stderr and exit status 2.
 """
 import argparse
@@ -17,7 +19,7 @@ from . import __version__
 from ._endpoint import check_endpoint, check_ssh_server
 from ._loader import is_circus_plugin, load_plugin_class
 from .config import (DEFAULT_CHECK_DELAY, DEFAULT_ENDPOINT, DEFAULT_PUBSUB, decode_config,
-                     read_ini_plugin, to_number)
+                     read_ini_circus, read_ini_plugin, to_number)
 from .errors import CircusPluginError, ConfigError
 
 log = logging.getLogger('circus_plugins')
@@ -43,8 +45,11 @@ def _parser() -> argparse.ArgumentParser:
                         help='"-" (stderr), "stdout", syslog://host:port?facility '
                         'or a file path (default -)')
     parser.add_argument('--ssh', default=None, help='SSH server user@host:port')
-    parser.add_argument('--ini', nargs=2, metavar=('PATH', 'NAME'),
-                        help='run section [plugin:NAME] of the circus.ini at PATH')
+    parser.add_argument('--ini', nargs='+', metavar=('PATH', 'NAME'),
+                        help='run section [plugin:NAME] of the circus.ini at PATH; with '
+                        'several NAMEs, or --all, run them in one process')
+    parser.add_argument('--all', action='store_true',
+                        help='with --ini PATH: run every [plugin:...] section of PATH')
     parser.add_argument('--version', action='store_true',
                         help='print the version and exit')
     parser.add_argument('plugin', nargs='?',
@@ -111,12 +116,25 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _build(parser, args):
     name, config = args.plugin, {}
     endpoint, pubsub, check_delay = DEFAULT_ENDPOINT, DEFAULT_PUBSUB, DEFAULT_CHECK_DELAY
+    if args.all and not args.ini:
+        raise ConfigError('--all goes with --ini PATH')
     if args.ini:
+        path, sections = args.ini[0], args.ini[1:]
         if name:
             raise ConfigError('give either a plugin name or --ini, not both')
-        ini = read_ini_plugin(*args.ini)
-        name, config = ini.use, ini.config
-        endpoint, pubsub, check_delay = ini.endpoint, ini.pubsub_endpoint, ini.check_delay
+        if args.all and sections:
+            raise ConfigError('give either section names or --all after --ini PATH')
+        if len(sections) == 1:
+            ini = read_ini_plugin(path, sections[0])
+            name, config = ini.use, ini.config
+            endpoint, pubsub, check_delay = ini.endpoint, ini.pubsub_endpoint, ini.check_delay
+        elif sections or args.all:
+            name = 'circus_plugins.host.PluginHost'
+            config = {'config': path, 'plugins': ' '.join(sections)}
+            endpoint, pubsub, check_delay = read_ini_circus(path)
+        else:
+            raise ConfigError('--ini %s: name the [plugin:NAME] sections to run, or --all'
+                              % path)
     elif not name:
         parser.print_usage(sys.stderr)
         raise ConfigError('no plugin given: name a plugin class or use --ini PATH NAME')

@@ -14,7 +14,8 @@ import re
 import shlex
 import signal
 import sys
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Pattern, Sequence
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Pattern, Sequence,
+                    Tuple)
 from urllib.parse import urlsplit
 
 from ._loader import load_plugin_class
@@ -296,6 +297,23 @@ class IniPlugin(NamedTuple):
     check_delay: float
 
 
+def _read_ini(path: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path, encoding='utf-8') as ini:
+            parser.read_file(ini)
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError(redact_text('--ini %r: %s' % (path, exc))) from None
+    return parser
+
+
+def ini_plugin_names(path: str) -> List[str]:
+    """The NAMEs of the ``[plugin:NAME]`` sections of the circus.ini at ``path``, in
+    order."""
+    return [section.partition(':')[2] for section in _read_ini(path).sections()
+            if section.startswith('plugin:')]
+
+
 def read_ini_plugin(path: str, name: str) -> IniPlugin:
     """Read section ``[plugin:NAME]`` of the circus.ini at ``path``.
 
@@ -303,12 +321,7 @@ def read_ini_plugin(path: str, name: str) -> IniPlugin:
     plus ``name`` set to ``plugin:NAME``. Endpoints and check delay come from ``[circus]``,
     with circusd's defaults where absent.
     """
-    parser = configparser.RawConfigParser()
-    try:
-        with open(path, encoding='utf-8') as ini:
-            parser.read_file(ini)
-    except (OSError, configparser.Error) as exc:
-        raise ConfigError(redact_text('--ini %r: %s' % (path, exc))) from None
+    parser = _read_ini(path)
     section = 'plugin:%s' % name
     if not parser.has_section(section):
         raise ConfigError('--ini %r: no [%s] section' % (path, section))
@@ -317,13 +330,22 @@ def read_ini_plugin(path: str, name: str) -> IniPlugin:
         raise ConfigError('--ini %r: [%s] has no "use" option' % (path, section))
     use = config.pop('use')
     config['name'] = section
+    return IniPlugin(use, config, *_circus_settings(path, parser))
 
+
+def read_ini_circus(path: str) -> Tuple[str, str, float]:
+    """``(endpoint, pubsub_endpoint, check_delay)`` of the ``[circus]`` section of the
+    circus.ini at ``path``, with circusd's defaults where absent."""
+    return _circus_settings(path, _read_ini(path))
+
+
+def _circus_settings(path: str, parser: configparser.RawConfigParser) -> Tuple[str, str, float]:
     def circus(option, default):
         if parser.has_option('circus', option):
             return parser.get('circus', option)
         return default
 
     check_delay = to_number(circus('check_delay', DEFAULT_CHECK_DELAY),
-                            'check_delay', minimum=0)
-    return IniPlugin(use, config, circus('endpoint', DEFAULT_ENDPOINT),
-                     circus('pubsub_endpoint', DEFAULT_PUBSUB), check_delay)
+                            '--ini %s: check_delay' % path, minimum=0)
+    return (circus('endpoint', DEFAULT_ENDPOINT), circus('pubsub_endpoint', DEFAULT_PUBSUB),
+            check_delay)

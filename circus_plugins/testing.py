@@ -263,7 +263,8 @@ class PluginProcess:
             wait_for(lambda: 'Starting' in plugin.log())
         assert plugin.returncode == 0
 
-    :param plugin: the plugin class, as ``module.Class``.
+    :param plugin: the plugin class, as ``module.Class``; ``''`` when ``args`` say what
+        to run (``--ini PATH --all``).
     :param circusd: the :class:`Circusd` to run against; its endpoints and workdir are the
         defaults of the next parameters.
     :param config: the plugin's options, given as one ``--config`` (:func:`encode_config`).
@@ -292,7 +293,7 @@ class PluginProcess:
                     '--pubsub', pubsub]
         if config:
             self.cmd += ['--config', encode_config(config)]
-        self.cmd += list(args) + [plugin]
+        self.cmd += list(args) + ([plugin] if plugin else [])  # '': --ini in args
         self._env = env or {}
         self.process: Optional[subprocess.Popen] = None
         #: The exit status, once :meth:`stop` has seen it.

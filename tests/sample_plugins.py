@@ -110,3 +110,34 @@ class CircusBased(_CircusBase):
 
     def handle_stop(self):
         _append(self.config['dump'], 'stopped')
+
+
+class EventDump(CircusPlugin):
+    """Writes each plugin-made event it receives as ``topic body`` to the file named by
+    ``dump``, and ``stopped`` from handle_stop."""
+
+    name = 'event_dump'
+
+    def handle_recv(self, data):
+        if data[0].startswith(b'plugin.'):
+            _append(self.config['dump'], '%s %s' % (data[0].decode(), data[1].decode()))
+
+    def handle_stop(self):
+        _append(self.config['dump'], 'stopped')
+
+
+class FailsToStart(CircusPlugin):
+    """Its handle_init raises at the first ``failures`` tries (counted in the file named by
+    ``tries``), then it runs."""
+
+    name = 'fails_to_start'
+
+    def handle_init(self):
+        path = self.config['tries']
+        _append(path, 'try')
+        with open(path, encoding='utf-8') as tries:
+            if len(tries.read().split()) <= int(self.config.get('failures', 2)):
+                raise RuntimeError('not yet')
+
+    def handle_recv(self, data):
+        pass
