@@ -13,17 +13,13 @@ from typing import Any, Awaitable, Callable, Dict, Optional
 
 from .config import MAX_COUNT, MAX_SECONDS, to_bool, to_number
 from .errors import ConfigError
-from .events import read_event, skip_event
+from .events import STOPPED, Exits, read_event, skip_event
 from .plugin import BUSY_RETRY, CircusPlugin
 
 INFINITE_RETRY = -1
 #: Seconds an event caused by our own stop or start is awaited (a stop of a stopped
 #: watcher publishes none).
 _EXPECT_FOR = BUSY_RETRY + 10.0
-#: Seconds a kill is remembered while its reap is awaited.
-_KILL_MEMORY = 60.0
-#: Kills remembered per watcher at most: a decr publishes kills and no reaps.
-_MAX_KILLS = 4096
 
 #: ``{option: (default, converter)}``: the converter reads the plugin's option (through
 #: :meth:`~circus_plugins.CircusPlugin.option`) and a watcher's ``flapping.<option>`` alike.
@@ -47,16 +43,8 @@ class _Watch:
         self.options: Optional[Dict[str, Any]] = None
         self.retry = None                  # timeout handle of the pending restart
         self.acting = False                # a stop or start of ours is under way
-        self.killed: Dict[int, float] = {}  # pid -> when circusd said it killed it
         # action -> until when the event of our own stop or start is awaited
         self.expected: Dict[str, float] = {}
-
-    def killed_on_purpose(self, pid: int, now: float) -> bool:
-        """Forget ``pid``'s kill and say whether there was one lately. circusd publishes a
-        kill before every process it kills (stop, restart, decr...) and, except for decr,
-        a reap after: those deaths are no flapping."""
-        when = self.killed.pop(pid, None)
-        return when is not None and now - when <= _KILL_MEMORY
 
     def expected_event(self, action: str) -> bool:
         """Consume the expectation of ``action``; say whether it was still due."""
@@ -74,14 +62,19 @@ class Flapping(CircusPlugin):
                          for key, (default, convert) in _OPTIONS.items()}
         vars(self).update(self.defaults)  # self.attempts, self.window...
         self.watches: Dict[str, _Watch] = {}
+        #: Why each process died: the reaps of processes circusd ended are no flapping.
+        self.exits = Exits()
 
     def handle_recv(self, data):
-        event = read_event(self.log, data, fields=('kill', 'reap'))
+        event = read_event(self.log, data, fields=('kill', 'reap', 'spawn'))
         if event is None:
             return
         watcher, action = event.watcher, event.action
         if action in ('kill', 'reap'):
             self._death(event)
+            return
+        if action == 'spawn':
+            self.exits.see(event)  # a pid used again is no longer the one killed
             return
         watch = self.watches.get(watcher)
         if watch is None:
@@ -95,7 +88,8 @@ class Flapping(CircusPlugin):
             self._by_someone_else(watcher, watch, action)
 
     def _death(self, event) -> None:
-        """A kill (remembered: its reap is no flapping) or a reap (counted)."""
+        """A kill (remembered by :attr:`exits`) or a reap (counted unless circusd ended
+        the process, or we are stopping or restarting the watcher)."""
         pid, now = event.pid(), time.time()
         reap = event.action == 'reap'
         # A reap's stamp from the future (another clock, junk) would hold the window open.
@@ -103,12 +97,10 @@ class Flapping(CircusPlugin):
         if pid is None or died is None:
             skip_event(self.log, event, 'process_pid', *(['time'] if reap else []))
             return
+        if self.exits.see(event) == STOPPED or not reap:
+            return
         watch = self.watches.setdefault(event.watcher, _Watch())
-        if not reap:
-            watch.killed[pid] = now
-            if len(watch.killed) > _MAX_KILLS:  # the oldest goes: dicts keep their order
-                del watch.killed[next(iter(watch.killed))]
-        elif not (watch.killed_on_purpose(pid, now) or watch.acting or watch.retry is not None):
+        if not (watch.acting or watch.retry is not None):
             watch.deaths.append(min(died, now))
             self.loop.add_callback(self._safely, event.watcher, 'checking for flapping',
                                    partial(self._judge, event.watcher, watch))

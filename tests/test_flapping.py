@@ -6,7 +6,7 @@ import time
 import pytest
 
 from circus_plugins import ConfigError
-from circus_plugins import flapping
+from circus_plugins import events
 from circus_plugins.flapping import Flapping
 from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, \
     wait_connected, wait_for
@@ -239,7 +239,7 @@ def test_reaps_of_processes_circusd_killed_are_not_deaths():
 
 
 def test_remembered_kills_are_few_and_recent(monkeypatch):
-    monkeypatch.setattr(flapping, '_MAX_KILLS', 3)
+    monkeypatch.setattr(events, 'MAX_KILLS', 3)
     with scripted() as s:
         for pid in (1, 2, 3, 4):  # as decr does: kills, and no reaps
             s.feed('web', 'kill', process_pid=pid)
@@ -248,7 +248,7 @@ def test_remembered_kills_are_few_and_recent(monkeypatch):
         s.feed('web', 'reap', process_pid=1)  # its kill was the oldest: forgotten
         s.feed('web', 'reap', process_pid=9)
         assert s.next_command(timeout=0) == STOP
-    monkeypatch.setattr(flapping, '_KILL_MEMORY', -1.0)  # every kill is old news
+    monkeypatch.setattr(events, 'KILL_MEMORY', -1.0)  # every kill is old news
     with scripted() as s:
         for pid in (11, 12):
             s.feed('web', 'kill', process_pid=pid)
