@@ -5,6 +5,11 @@ seconds (circusd notices deaths every ``check_delay``). The plugin then stops it
 again ``retry_in`` seconds later and, after ``max_retry`` such retries, stops it for good.
 A watcher may override each option with a ``flapping.<option>`` key of its own section
 (``flapping.max_retry = 10``): see the plugin's page in the documentation.
+
+It announces what it does with plugin-made events (:meth:`~circus_plugins.CircusPlugin.emit`):
+``plugin.<watcher>.flapping`` when it has stopped a watcher and will start it again
+(``retry_in`` seconds, ``attempt``, ``max_retry``), ``plugin.<watcher>.flapping_giveup``
+when it has stopped one for good (``attempts``, ``max_retry``).
 """
 import collections
 import time
@@ -171,11 +176,14 @@ class Flapping(CircusPlugin):
                 watch.retry = self.loop.call_later(
                     options['retry_in'], self._safely, watcher, 'the restart',
                     partial(self._restart, watcher, watch))
+                self.emit(watcher, 'flapping', retry_in=options['retry_in'],
+                          attempt=watch.tries, max_retry=max_retry)
         else:
             self.log.info('%s: flapping detected: reached max retry limit (%d): stopping '
                           'it for good', watcher, max_retry)
-            watch.tries = 0
-            await self._command('stop', watcher, watch)
+            attempts, watch.tries = watch.tries, 0
+            if await self._command('stop', watcher, watch):
+                self.emit(watcher, 'flapping_giveup', attempts=attempts, max_retry=max_retry)
 
     async def _restart(self, watcher: str, watch: _Watch) -> None:
         watch.retry = None

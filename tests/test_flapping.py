@@ -63,6 +63,50 @@ def test_flapping_stops_retries_and_gives_up():
         assert s.no_command() and s.escaped == []
 
 
+def test_retries_and_the_give_up_are_announced(collector):
+    with scripted(attempts='2', retry_in='0.05', max_retry='2') as s:
+        before = time.time()
+        for attempt in (1, 2):
+            reaps(s, 'web', 2)
+            assert s.next_command(timeout=0) == STOP
+            watcher, action, body = collector.next_event()
+            assert (watcher, action) == ('web', 'flapping')
+            assert before <= body.pop('time') <= time.time()
+            assert body == {'plugin': 'flapping', 'retry_in': 0.05, 'attempt': attempt,
+                            'max_retry': 2}
+            assert s.next_command() == START
+            s.feed('web', 'start')
+        reaps(s, 'web', 2)
+        assert s.next_command(timeout=0) == STOP
+        watcher, action, body = collector.next_event()
+        assert (watcher, action) == ('web', 'flapping_giveup')
+        assert before <= body.pop('time') <= time.time()
+        assert body == {'plugin': 'flapping', 'attempts': 2, 'max_retry': 2}
+        assert collector.none_yet()
+
+
+def test_a_stop_circusd_refused_is_not_announced(collector):
+    for max_retry in ('1', '0'):  # a retry, and a give-up
+        with scripted(max_retry=max_retry) as s:
+            s.replies['stop'] = {'status': 'error', 'errno': 3, 'reason': 'no such watcher'}
+            reaps(s, 'web', 2)
+            assert s.next_command(timeout=0) == STOP
+            assert collector.none_yet()
+
+
+def test_plugin_made_events_are_not_circusds(collector, caplog):
+    """Another plugin's events (here: reaps, as a plugin could name an action) are not
+    deaths, and not warned about."""
+    with scripted() as s:
+        for pid in (1, 2, 3):
+            s.feed_raw((b'plugin.web.reap', json.dumps(
+                {'plugin': 'other', 'process_pid': pid, 'time': time.time()}).encode()))
+        assert s.no_command()
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        reaps(s, 'web', 2)
+        assert s.next_command(timeout=0) == STOP
+
+
 def test_deaths_spread_over_more_than_the_window_are_not_flapping():
     with scripted(attempts='2', window='0.1') as s:
         s.feed('web', 'reap', process_pid=1, time=time.time() - 1)
