@@ -141,3 +141,12 @@ class FailsToStart(CircusPlugin):
 
     def handle_recv(self, data):
         pass
+
+
+class StopsAtFirstEvent(CircusPlugin):
+    """Stops itself at the first event it receives (its thread then ends)."""
+
+    name = 'stops_at_first_event'
+
+    def handle_recv(self, data):
+        self.stop()

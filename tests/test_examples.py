@@ -9,12 +9,15 @@ from conftest import PLUGIN_ENV, ROOT
 
 def test_demo_prints_events_and_stops():
     result = subprocess.run([sys.executable, os.path.join(ROOT, 'examples', 'demo.py'),
-                             '--seconds', '4'], capture_output=True, text=True, timeout=9)
+                             '--seconds', '6'], capture_output=True, text=True, timeout=9.5)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1] == 'stopped'
     assert any(line.split()[:2] == ['flaky', 'spawn'] for line in lines), result.stdout
     assert any(line.split()[:2] == ['web', 'pids'] for line in lines), result.stdout
+    # The host's Flapping stopped the crasher, and the printer heard it say so.
+    assert any(line.split()[:4] == ['crasher', 'flapping', 'by', 'flapping']
+               for line in lines), result.stdout
 
 
 def test_the_trimmer_of_the_layout_page_trims_and_gauges(start_circusd, udp):

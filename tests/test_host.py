@@ -1,0 +1,115 @@
+"""PluginHost: many plugins in one process, under a real circusd 0.19."""
+import json
+import sys
+
+import pytest
+
+from circus_plugins import ConfigError
+from circus_plugins.host import PluginHost
+from circus_plugins.testing import PluginProcess, wait_for
+from conftest import PLUGIN_ENV
+
+FLAKY = {'cmd': sys.executable + ' -c "raise SystemExit(3)"', 'numprocesses': 1}
+
+
+def plugins_ini(tmp_path, circusd, udp, **extra_sections):
+    """A plugins.ini (not circusd's own) with a StatsdEmitter, a Flapping that gives up
+    after one retry, an EventDump, and ``extra_sections``."""
+    sections = {
+        'statsd': {'use': 'circus_plugins.statsd.StatsdEmitter', 'host': '127.0.0.1',
+                   'port': udp.port},
+        'flapping': {'use': 'circus_plugins.flapping.Flapping', 'attempts': 2,
+                     'window': 1, 'retry_in': 0.5, 'max_retry': 1},
+        'dump': {'use': 'sample_plugins.EventDump', 'dump': tmp_path / 'events.txt'},
+    }
+    sections.update(extra_sections)
+    text = '[circus]\nendpoint = %s\npubsub_endpoint = %s\ncheck_delay = 1\n\n' % (
+        circusd.endpoint, circusd.pubsub_endpoint)
+    for name, options in sections.items():
+        text += '[plugin:%s]\n%s\n\n' % (name, '\n'.join('%s = %s' % item
+                                                          for item in options.items()))
+    path = tmp_path / 'plugins.ini'
+    path.write_text(text)
+    return path
+
+
+def dumped(tmp_path):
+    path = tmp_path / 'events.txt'
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def flapping_events(tmp_path):
+    return [line.split(' ', 1) for line in dumped(tmp_path)
+            if line.startswith('plugin.flaky.flapping')]
+
+
+def check_the_three_plugins(tmp_path, circusd, udp):
+    wait_for(lambda: circusd.status('flaky') == 'stopped' and
+             any(topic == 'plugin.flaky.flapping_giveup' for topic, _ in
+                 flapping_events(tmp_path)),
+             timeout=9, interval=0.1, what='Flapping to give up on flaky')
+    events = flapping_events(tmp_path)
+    topics = [topic for topic, _ in events]
+    assert topics[0] == 'plugin.flaky.flapping' and topics[-1] == 'plugin.flaky.flapping_giveup'
+    assert all(json.loads(body)['plugin'] == 'flapping' for _, body in events)
+    udp.wait_lines(lambda lines: any(line.startswith('circus.app.watcher.flaky.reap:')
+                                     for line in lines))
+
+
+def test_all_sections_in_one_process_from_circus_plugin(start_circusd, tmp_path, udp):
+    circusd = start_circusd(watchers={'flaky': FLAKY})
+    ini = plugins_ini(
+        tmp_path, circusd, udp,
+        bad={'use': 'circus_plugins.statsd.StatsdEmitter', 'port': 'notaport'},
+        late={'use': 'sample_plugins.FailsToStart', 'tries': tmp_path / 'tries.txt'})
+    with PluginProcess('', circusd, args=['--ini', str(ini), '--all'],
+                       env=PLUGIN_ENV) as host:
+        check_the_three_plugins(tmp_path, circusd, udp)
+        log = host.log()
+        assert "[plugin:bad] left out: plugin statsd: option 'port': 'notaport'" in log
+        wait_for(lambda: '[plugin:late] running' in host.log(), timeout=6,
+                 what='the failing plugin to be started again until it runs')
+        assert host.log().count('[plugin:late] could not start: RuntimeError: not yet') == 2
+        assert 'starting it again in 1 s' in log and 'starting it again in 2 s' in host.log()
+    assert host.returncode == 0, host.log()
+    assert dumped(tmp_path)[-1] == 'stopped'  # SIGTERM ran each plugin's handle_stop
+
+
+def test_a_host_section_run_by_circusd(start_circusd, tmp_path, udp):
+    from circus_plugins.testing import free_port
+    placeholder = type('C', (), {'endpoint': 'tcp://127.0.0.1:%d' % free_port(),
+                                 'pubsub_endpoint': 'tcp://127.0.0.1:%d' % free_port()})
+    ini = plugins_ini(tmp_path, placeholder, udp)  # its [circus] is not used by a host
+    circusd = start_circusd(watchers={'flaky': FLAKY},
+                            plugins={'host': {'use': 'circus_plugins.host.PluginHost',
+                                              'config': ini}})
+    check_the_three_plugins(tmp_path, circusd, udp)
+    assert circusd.status('plugin:host') == 'active'
+
+
+def test_a_host_needs_its_file_and_known_sections(tmp_path):
+    with pytest.raises(ConfigError, match="option 'config'"):
+        PluginHost('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0)
+    with pytest.raises(ConfigError, match='nowhere.ini'):
+        PluginHost('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, config='nowhere.ini')
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text('[plugin:a]\nuse = sample_plugins.EventDump\n')
+    with pytest.raises(ConfigError, match=r"no \[plugin:b\] section"):
+        PluginHost('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, config=ini, plugins='a b')
+
+
+def test_a_plugin_whose_thread_ends_is_started_again(circusd, tmp_path, caplog):
+    import logging
+    caplog.set_level(logging.INFO, 'circus_plugins.host')
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text('[plugin:quitter]\nuse = sample_plugins.StopsAtFirstEvent\n\n'
+                   '[plugin:dump]\nuse = sample_plugins.EventDump\ndump = %s\n'
+                   % (tmp_path / 'events.txt'))
+    messages = lambda: [r.getMessage() for r in caplog.records]  # noqa: E731
+    with PluginHost(circusd.endpoint, circusd.pubsub_endpoint, 1.0, config=ini) as host:
+        def restarted():
+            circusd.call('incr', name='sleeper')  # an event: the quitter stops at once
+            return messages().count('[plugin:quitter] running (StopsAtFirstEvent)') >= 2
+        wait_for(restarted, timeout=8, interval=0.2, what='the quitter to be started again')
+        assert '[plugin:quitter] stopped by itself; starting it again in 1 s' in messages()
+        assert [type(p).__name__ for p in host.plugins][-1] == 'EventDump'  # never stopped
