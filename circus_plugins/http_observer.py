@@ -88,10 +88,11 @@ class HttpObserver(BaseObserver):
             code, reason = response.code, str(response.error)
         if self.http_client is None:  # the plugin stopped meanwhile: not a failure
             return
-        self.log.warning('%s failed: %s', self.shown_url,
-                         redact_error(reason, self.check_url))
+        reason = redact_error(reason, self.check_url)
+        self.log.warning('%s failed: %s', self.shown_url, reason)
         self.metrics.increment('http_stats.error')
         self.metrics.increment('http_stats.error.%s' % code)
-        if self.restart_on_error and await self.restart(self.restart_on_error,
-                                                        '%s failed' % self.shown_url):
+        if self.restart_on_error and await self.restart(
+                self.restart_on_error, '%s failed' % self.shown_url, 'http_restart',
+                url=self.shown_url, status=code, error=reason):
             self.metrics.increment('http_stats.restart_on_error')

@@ -134,14 +134,15 @@ class RedisObserver(BaseObserver):
         except (errors.RedisError, OSError, asyncio.TimeoutError) as exc:
             if self.redis is None:  # the plugin stopped meanwhile: not a failure
                 return
-            self.log.warning('INFO from %s failed: %s: %s', self.shown_url,
-                             type(exc).__name__, redact_error(exc, self.redis_url))
+            error = '%s: %s' % (type(exc).__name__, redact_error(exc, self.redis_url))
+            self.log.warning('INFO from %s failed: %s', self.shown_url, error)
             self.metrics.increment('redis_stats.error')
             unreachable = (isinstance(exc, (errors.ConnectionError, errors.TimeoutError,
                                             OSError, asyncio.TimeoutError))
                            and not isinstance(exc, errors.AuthenticationError))
             if unreachable and self.restart_on_timeout and await self.restart(
-                    self.restart_on_timeout, 'Redis did not answer'):
+                    self.restart_on_timeout, 'Redis did not answer', 'redis_restart',
+                    url=self.shown_url, error=error):
                 self.metrics.increment('redis_stats.restart_on_error')
             return
         missing = []

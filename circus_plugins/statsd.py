@@ -49,15 +49,20 @@ class BaseObserver(StatsdPlugin, PeriodicPlugin):
     60) on the plugin's loop; see :class:`~circus_plugins.periodic.PeriodicPlugin`.
     Events are ignored."""
 
-    async def restart(self, watcher: str, because: Optional[str] = None) -> bool:
+    async def restart(self, watcher: str, because: Optional[str] = None,
+                      action: Optional[str] = None, **details: Any) -> bool:
         """Restart ``watcher`` with :meth:`~circus_plugins.CircusPlugin.change_state` and
         log the outcome: ``web: restarted, as <because>``, or, as an error, ``web: could
-        not restart it: <reason>``. Returns whether circusd confirmed the restart."""
+        not restart it: <reason>``. Once circusd confirmed it, ``action`` (if given) is
+        emitted about ``watcher`` with ``details`` (:meth:`~circus_plugins.CircusPlugin.emit`;
+        no secret in them). Returns whether circusd confirmed the restart."""
         reply = await self.change_state('restart', name=watcher)
         if reply.get('status') != 'ok':
             self.log.error('%s: could not restart it: %s', watcher, reply.get('reason'))
             return False
         self.log.info('%s: restarted%s', watcher, ', as %s' % because if because else '')
+        if action:
+            self.emit(watcher, action, **details)
         return True
 
 

@@ -135,3 +135,61 @@ def end_process(process, timeout=5.0):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class EventCollector:
+    """A plugin that collects the plugin-made events (topic ``plugin.``) that other
+    plugins of this process emit; started beside the plugin under test, on endpoints
+    that need not answer. Use as a context manager, or through the ``collector``
+    fixture."""
+
+    def __init__(self):
+        import queue
+        from circus_plugins import CircusPlugin
+
+        received = self.received = queue.Queue()
+
+        class Collector(CircusPlugin):
+            name = 'event_collector'
+
+            def handle_recv(self, data):
+                import json
+                topic, body = data
+                if topic.startswith(b'plugin.'):
+                    watcher, action = topic.decode().split('.', 1)[1].rsplit('.', 1)
+                    received.put((watcher, action, json.loads(body)))
+
+        self.plugin = Collector('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 0.0)
+
+    def __enter__(self):
+        self.plugin.start_background()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.plugin.stop()
+
+    def next_event(self, timeout=5.0):
+        """``(watcher, action, body)`` of the next event; fails after ``timeout``
+        seconds without one."""
+        import queue
+        try:
+            return self.received.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail('no plugin-made event within %g s' % timeout)
+
+    def none_yet(self):
+        """Whether no event has arrived (beyond those taken) once the collector has
+        handled what was handed to it so far: an emit hands its event over before it
+        returns."""
+        import threading
+        done = threading.Event()
+        self.plugin.loop.add_callback(done.set)
+        assert done.wait(5.0), 'the collector does not run'
+        return self.received.empty()
+
+
+@pytest.fixture
+def collector():
+    """A started :class:`EventCollector`, stopped after the test."""
+    with EventCollector() as started:
+        yield started

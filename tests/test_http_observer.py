@@ -1,5 +1,6 @@
 """HttpObserver against a real HTTP server on 127.0.0.1, under circusd and circus-plugin."""
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -265,6 +266,29 @@ def test_credentials_never_appear_in_logs(caplog, monkeypatch, udp, server):
             '%s failed: ' % shown_url(port))] == ['circus_plugins.http_observer']
         assert_hidden(caplog.text)
     assert_hidden('\n'.join(str(r.exc_info) for r in caplog.records))
+
+
+@pytest.mark.parametrize('mode, status, error', [('500', 500, 'HTTP 500'),
+                                                 ('refused', 599, 'ConnectionRefused')])
+def test_a_confirmed_restart_is_emitted_without_secrets(collector, server, mode, status,
+                                                         error):
+    port = free_port() if mode == 'refused' else server.port
+    server.mode = mode
+    plugin = HttpObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
+                          check_url=secret_url(port), restart_on_error='web')
+    plugin.statsd = StatsdRecorder()
+    with ScriptedCircusd(plugin) as circusd:
+        circusd.replies['restart'] = {'status': 'error', 'reason': 'no', 'errno': 3}
+        look_now(circusd)  # refused: nothing happened, nothing said
+        assert collector.none_yet()
+        circusd.replies['restart'] = {'status': 'ok'}
+        look_now(circusd)
+    watcher, action, body = collector.next_event()
+    assert (watcher, action, body['plugin']) == ('web', 'http_restart', 'http_observer')
+    assert (body['url'], body['status']) == (shown_url(port), status)
+    assert error in body['error']
+    assert_hidden(json.dumps(body))
+    assert collector.none_yet()
 
 
 @pytest.mark.parametrize('url', [

@@ -1,4 +1,5 @@
 """RedisObserver against a real redis-server on 127.0.0.1, under circusd and circus-plugin."""
+import json
 import logging
 import os
 import shutil
@@ -276,6 +277,26 @@ def test_credentials_never_appear_in_logs(caplog, udp, guarded_redis):
                         wait_for(lambda: 'web: could not restart it' in caplog.text,
                                  what='the restart to fail (no circusd)')
                 assert_hidden(caplog.text)
+
+
+def test_a_confirmed_restart_is_emitted_without_secrets(collector):
+    url = 'redis://:%s@127.0.0.1:%d/0' % (PASSWORD, free_port())  # nothing listens
+    plugin = RedisObserver('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, redis_url=url,
+                           timeout='0.5', restart_on_timeout='cache')
+    plugin.statsd = StatsdRecorder()
+    with ScriptedCircusd(plugin) as circusd:
+        circusd.replies['restart'] = {'status': 'error', 'reason': 'no', 'errno': 3}
+        look_now(circusd)  # refused: nothing happened, nothing said
+        assert circusd.next_command(timeout=0) == ('restart', {'name': 'cache'})
+        assert collector.none_yet()
+        circusd.replies['restart'] = {'status': 'ok'}
+        look_now(circusd)
+    watcher, action, body = collector.next_event()
+    assert (watcher, action, body['plugin']) == ('cache', 'redis_restart', 'redis_observer')
+    assert body['url'] == url.replace(PASSWORD, '***')
+    assert body['error'].startswith('ConnectionError: ')
+    assert_hidden(json.dumps(body))
+    assert collector.none_yet()
 
 
 @pytest.mark.parametrize('url', [
