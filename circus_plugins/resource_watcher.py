@@ -184,7 +184,7 @@ class ResourceWatcher(BaseObserver):
 
     def _breaches(self, judged: Iterable[Process], cpu_of: Container[int]) -> Dict[str, str]:
         """The limits the processes ``judged`` together break, the CPU of the pids in
-        ``cpu_of`` only counting: ``{kind: what was seen}``."""
+        ``cpu_of`` only counting: ``{kind: (option, figure, limit, what was seen)}``."""
         judged = list(judged)
         cpus = [p.cpu for p in judged if p.pid in cpu_of and p.cpu is not None]
         mems = [p.mem for p in judged if p.mem is not None]
@@ -199,16 +199,17 @@ class ResourceWatcher(BaseObserver):
                 continue
             value = (max if broken is operator.gt else min)(values)
             if broken(value, limit.value):
-                breaches[kind] = '%s %s %s %s %s' % (what, limit.describe(value), said,
-                                                     option, limit.describe(limit.value))
+                breaches[kind] = (option, value, limit, '%s %s %s %s %s' % (
+                    what, limit.describe(value), said, option, limit.describe(limit.value)))
         return breaches
 
     def _count(self, key: Union[str, int],
-               breaches: Dict[str, str]) -> Optional[Tuple[int, str]]:
+               breaches: Dict[str, Tuple]) -> Optional[Dict[str, Any]]:
         """Count the breaches of watcher or child ``key`` and send their counters.
 
-        Returns ``(checks in a row, what was seen)`` when a count goes past
-        ``max_count``, else ``None``.
+        When a count goes past ``max_count``, returns the details of the event to emit
+        (``reason``, ``reasons``, ``option``, ``value``, ``limit``, ``unit``, ``checks``)
+        and ``seen`` (what was seen, for logs); else ``None``.
         """
         counts = self.counts.setdefault(key, dict.fromkeys(KINDS, 0))
         for kind in KINDS:
@@ -219,19 +220,22 @@ class ResourceWatcher(BaseObserver):
                 counts[kind] = 0
         if breaches:
             self.log.debug('%s: %s: %s', self.watcher, 'watcher' if key == _WATCHER
-                           else 'child %s' % key, ', '.join(breaches.values()))
+                           else 'child %s' % key, ', '.join(b[3] for b in breaches.values()))
         worst = max(KINDS, key=counts.__getitem__)
-        if counts[worst] > self.max_count:
-            return counts[worst], breaches[worst]
-        return None
+        if counts[worst] <= self.max_count:
+            return None
+        option, value, limit, seen = breaches[worst]
+        return {'reason': worst, 'option': option, 'value': value, 'limit': limit.value,
+                'unit': 'percent' if limit.percent else 'bytes', 'checks': counts[worst],
+                'reasons': [k for k in KINDS if counts[k] > self.max_count], 'seen': seen}
 
     # -- the actions -----------------------------------------------------------------------
 
-    async def _restart(self, broken: Tuple[int, str], pids: Set[int]) -> None:
+    async def _restart(self, broken: Dict[str, Any], pids: Set[int]) -> None:
         self.log.info('%s: %s at %d checks in a row: restarting the watcher', self.watcher,
-                      broken[1], broken[0])
+                      broken['seen'], broken['checks'])
         self._count_metric('restarting')
-        if not await self.restart(self.watcher):
+        if not await self.restart(self.watcher, None, 'resource_restart', **broken):
             self._count_metric('error')
             return  # counts kept: the next bad check tries again
         self.counts.clear()
@@ -239,10 +243,11 @@ class ResourceWatcher(BaseObserver):
         self._replaced = pids
 
     async def _signal_child(self, pid: int, child_pid: int,
-                            broken: Tuple[int, str]) -> None:
+                            broken: Dict[str, Any]) -> None:
         signame = signal_name(self.child_signal)
         self.log.info('%s: child %d of process %d: %s at %d checks in a row: sending it %s',
-                      self.watcher, child_pid, pid, broken[1], broken[0], signame)
+                      self.watcher, child_pid, pid, broken['seen'], broken['checks'],
+                      signame)
         self._count_metric('restarting')
         reply = await self.change_state('signal', name=self.watcher, pid=pid,
                                         childpid=child_pid, signum=self.child_signal)
@@ -252,4 +257,6 @@ class ResourceWatcher(BaseObserver):
             self._count_metric('error')
             return
         self.log.info('%s: sent %s to child %d', self.watcher, signame, child_pid)
+        self.emit(self.watcher, 'resource_signal', pid=pid, child_pid=child_pid,
+                  signal=signame, **broken)
         self.counts.pop(child_pid, None)

@@ -163,6 +163,26 @@ def test_restart_after_more_than_max_count_bad_checks_in_a_row(rig):
     assert rw.commands() == [('restart', {'name': 'web'})]
 
 
+def test_a_confirmed_restart_is_emitted_with_its_reasons(rig, collector):
+    rw = rig(max_cpu='50', max_mem='20M', max_count='1')
+    rw.circusd.replies['restart'] = {'status': 'error', 'reason': 'no', 'errno': 3}
+    rw.stats = {'11': process(11, cpu=99.0, size='30M')}
+    rw.check(3)  # past max_count on memory, then on both; restarts refused
+    assert [command for command, _ in rw.commands()] == ['restart', 'restart']
+    assert collector.none_yet()
+    rw.circusd.replies['restart'] = {'status': 'ok'}
+    rw.check()
+    watcher, action, body = collector.next_event()
+    assert (watcher, action, body['plugin']) == ('web', 'resource_restart',
+                                                 'resource_watcher')
+    assert {key: body[key] for key in ('reason', 'option', 'value', 'limit', 'unit',
+                                       'checks', 'reasons')} == {
+        'reason': 'over_memory', 'option': 'max_mem', 'value': 30 * 1024 ** 2,
+        'limit': 20 * 1024 ** 2, 'unit': 'bytes', 'checks': 4,
+        'reasons': ['over_cpu', 'over_memory']}
+    assert collector.none_yet()
+
+
 def test_a_good_check_resets_the_count(rig):
     rw = rig(max_cpu='50', max_count='1')
     rw.stats = {'11': process(11, cpu=99.0)}
@@ -269,7 +289,7 @@ def test_a_restart_refused_by_a_busy_circusd_is_asked_again(rig, caplog):
     assert 'web: restarted' in caplog.text
 
 
-def test_children_get_the_signal_not_the_watcher(rig, caplog):
+def test_children_get_the_signal_not_the_watcher(rig, caplog, collector):
     rw = rig(process_children='true', max_mem='50M', min_cpu='1', max_count='1',
              child_signal='USR1')
     big = {'pid': 21, 'cpu': 0.0, 'mem': 1.0, 'mem_info1': '80M'}
@@ -284,6 +304,13 @@ def test_children_get_the_signal_not_the_watcher(rig, caplog):
                                          'signum': signal.SIGUSR1})]
     assert 21 not in rw.plugin.counts and rw.plugin.counts[22]['under_cpu'] == 0
     assert 'web: sent SIGUSR1 to child 21' in caplog.text
+    watcher, action, body = collector.next_event()
+    assert (watcher, action) == ('web', 'resource_signal')
+    assert {key: body[key] for key in ('pid', 'child_pid', 'signal', 'reason', 'checks',
+                                       'value', 'limit')} == {
+        'pid': 11, 'child_pid': 21, 'signal': 'SIGUSR1', 'reason': 'over_memory',
+        'checks': 2, 'value': 80 * 1024 ** 2, 'limit': 50 * 1024 ** 2}
+    assert collector.none_yet()
     rw.stats = {'11': process(11, cpu=10.0)}  # the children are gone
     rw.check()
     assert set(rw.plugin.counts) == {'watcher'}
