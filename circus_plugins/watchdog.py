@@ -314,6 +314,8 @@ class WatchDog(PeriodicPlugin):
                    else 'signal %s' % signal_name(self.stop_signal))
             self.log.info('%s: pid %d sent no heartbeat for %.1f s: killed it (%s)',
                           watcher, pid, silence, how)
+            self.emit(watcher, 'watchdog_kill', pid=pid, silent_for=round(silence, 3),
+                      signal=self.stop_signal and signal_name(self.stop_signal))
         else:
             self.log.error('%s: pid %d sent no heartbeat for %.1f s, but could not kill it '
                            '(trying again in %g s): %s', watcher, pid, silence,

@@ -142,7 +142,7 @@ def scripted_dog(replies, **options):
     return ScriptedCircusd(dog, replies, ignore=['list'])
 
 
-def test_the_processes_are_listed_again_until_circusd_answers(caplog):
+def test_the_processes_are_listed_again_until_circusd_answers(caplog, collector):
     caplog.set_level(logging.INFO, logger='circus_plugins')
     failures = {None: 1, 'web': 1}  # the list of watchers fails once, then web's pids
 
@@ -158,9 +158,13 @@ def test_the_processes_are_listed_again_until_circusd_answers(caplog):
                                  '0.05 s): no reply within 5 s') == 2
         kills = sorted([s.next_command(), s.next_command()], key=lambda c: c[1]['pid'])
         assert kills == [('kill', {'name': 'web', 'pid': pid}) for pid in (41, 42)]
+    # The watcher's own stop signal was used: the event does not name one.
+    bodies = [collector.next_event()[2] for _ in range(2)]
+    assert sorted((body['pid'], body['signal']) for body in bodies) == [(41, None),
+                                                                       (42, None)]
 
 
-def test_a_kill_is_confirmed_retried_and_logged(caplog):
+def test_a_kill_is_confirmed_retried_logged_and_emitted(caplog, collector):
     caplog.set_level(logging.INFO, logger='circus_plugins')
     busy = {'status': 'error', 'errno': 5,
             'reason': 'arbiter is already running manage_watchers command'}
@@ -176,6 +180,11 @@ def test_a_kill_is_confirmed_retried_and_logged(caplog):
         wait_for(lambda: s.plugin.kills == 1, what='the kill to be counted')
         s.elapse(0.2)  # more checks: 41, killed, is not watched any more
         assert s.no_command() and s.plugin.processes == {}
+    watcher, action, body = collector.next_event()  # the confirmed kill only
+    assert (watcher, action, body['plugin']) == ('web', 'watchdog_kill', 'watchdog')
+    assert (body['pid'], body['signal']) == (41, 'SIGKILL')
+    assert 0.05 <= body['silent_for'] < 5
+    assert collector.none_yet()
     assert "but could not kill it (trying again in 0.05 s): no such process" in caplog.text
     assert 'already running' not in caplog.text  # a busy circusd was asked again
     assert 'web: pid 41 sent no heartbeat for' in caplog.text
