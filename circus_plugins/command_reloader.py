@@ -234,7 +234,8 @@ class CommandReloader(PeriodicPlugin):
         if previous is None:
             self.log.info('%s: watching %s', name, ', '.join(s[0] for s in stamps))
         elif stamps != previous:
-            changed = ', '.join(s[0] for s in stamps if s not in previous) or 'its command'
+            files = [s[0] for s in stamps if s not in previous]
+            changed = ', '.join(files) or 'its command'
             reply = await self.ask('status', name=name)
             news = watch.news()  # events that came meanwhile may explain the change
             if reply.get('status') == 'error':  # tried again at the next look
@@ -247,7 +248,7 @@ class CommandReloader(PeriodicPlugin):
                 self.log.info('%s: %s changed: circusd restarts it itself, not restarted '
                               'again', name, changed)
             else:
-                await self._restart(name, changed)
+                await self._restart(name, changed, files)
         self._problems.forget(name)  # a whole look: whatever was wrong is gone
         watch.stamps, watch.seen = stamps, news
 
@@ -277,10 +278,11 @@ class CommandReloader(PeriodicPlugin):
                 # an interpreter's argument that is no file: nothing to watch
         return tuple(stamps)
 
-    async def _restart(self, name: str, changed: str) -> None:
+    async def _restart(self, name: str, changed: str, files: List[str]) -> None:
         reply = await self.change_state('restart', name=name, match='simple')
         if reply.get('status') == 'ok':
             self.log.info('%s: %s changed: restarted', name, changed)
+            self.emit(name, 'command_reload', files=files)
         else:
             self.log.error('%s: %s changed but the restart failed: %s (not tried again '
                            'until it changes again)', name, changed, reply.get('reason'))

@@ -204,6 +204,27 @@ def test_a_script_run_by_an_interpreter_is_watched(tmp_path):
         assert s.next_command(timeout=5) == ('restart', {'name': 'app', 'match': 'simple'})
 
 
+def test_a_confirmed_reload_is_emitted_with_the_files_changed(tmp_path, collector):
+    script = tmp_path / 'app.py'
+    script.write_text('import time\ntime.sleep(1000)\n')
+    cmd = '%s -u app.py' % sys.executable
+    with Scripted({'app': {'cmd': cmd, 'working_dir': str(tmp_path)}}) as s:
+        s.replies['restart'] = {'status': 'error', 'reason': 'no', 'errno': 3}
+        s.looked()
+        touch_later(str(script))
+        assert s.next_command(timeout=5)[0] == 'restart'  # refused: nothing said
+        s.looked()
+        assert collector.none_yet()
+        s.replies['restart'] = {'status': 'ok'}
+        touch_later(str(script))
+        assert s.next_command(timeout=5)[0] == 'restart'
+    watcher, action, body = collector.next_event()
+    assert (watcher, action, body['plugin']) == ('app', 'command_reload',
+                                                 'command_reloader')
+    assert body['files'] == [os.path.realpath(str(script))]
+    assert collector.none_yet()
+
+
 def test_events_older_than_the_change_do_not_hide_it(tmp_path):
     web = make_script(tmp_path / 'web.sh')
     with Scripted({'web': {'cmd': web}}) as s:
