@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -16,8 +17,11 @@ from hypothesis import strategies as st
 
 from circus_plugins import command_reloader
 from circus_plugins.command_reloader import CommandReloader
-from circus_plugins.events import (MAX_BODY, MAX_PID, MAX_TIME, MAX_TOPIC, Event,
-                                   MalformedEvent, parse_event, read_event, skip_event)
+from circus_plugins import events as events_module
+from circus_plugins.events import (CRASH, EXIT, MAX_BODY, MAX_PID, MAX_PLUGIN_NAME, MAX_TIME,
+                                   MAX_TOPIC, STOPPED, Event, Exits, MalformedEvent,
+                                   is_plugin_made, parse_event, plugin_event, read_event,
+                                   skip_event)
 from circus_plugins.flapping import Flapping
 from circus_plugins.statsd import FullStats, StatsdEmitter
 from circus_plugins.testing import EventRecorder, ScriptedCircusd, free_port, wait_for
@@ -26,7 +30,7 @@ from circus_plugins.watchdog import WatchDog
 NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2')  # zmq connects lazily: never used
 ACTIONS = ['spawn', 'reap', 'kill', 'start', 'stop', 'reload', 'updated', 'add', 'remove',
            'hook_success', 'hook_failure']
-_FIELD_NAMES = ['process_pid', 'time', 'exit_code']
+_FIELD_NAMES = ['process_pid', 'time', 'exit_code', 'wid', 'plugin']
 _TOPIC_ACTION = re.compile(r'[A-Za-z0-9_-]{1,64}')
 
 # -- hostile input ----------------------------------------------------------------------------
@@ -65,12 +69,13 @@ names = st.one_of(st.sampled_from(['web', 'plugin:flapping', 'a.b.c']), st.text(
 actions = st.one_of(st.sampled_from(ACTIONS), st.text(max_size=8))
 
 
-def topic_of(name, action):
-    return ('watcher.%s.%s' % (name, action)).encode('utf-8', 'surrogatepass')
+def topic_of(name, action, prefix='watcher'):
+    return ('%s.%s.%s' % (prefix, name, action)).encode('utf-8', 'surrogatepass')
 
 
 topics = st.one_of(
     st.builds(topic_of, names, actions),
+    st.builds(topic_of, names, actions, st.just('plugin')),  # plugin-made
     st.binary(max_size=40),
     st.just(b'watcher.' + b'x' * MAX_TOPIC + b'.spawn'),
     st.text(max_size=20).map(lambda text: 'watcher.%s.spawn' % text),  # a str topic
@@ -112,9 +117,15 @@ def test_parse_event_returns_a_sound_event_or_raises_malformed_event(data):
     assert len(event.watcher.encode()) <= MAX_TOPIC
     with pytest.raises(TypeError):
         event.fields['new'] = 1  # read-only
-    for value in (event.pid(), event.exit_code()):
+    for value in (event.pid(), event.exit_code(), event.signum(), event.wid()):
         assert value is None or (type(value) is int)
     assert event.time() is None or math.isfinite(event.time())
+    assert (event.signal() is None) == (event.signum() is None)
+    # Made by a plugin exactly when the topic says so, and then it names the plugin.
+    assert (event.plugin is not None) == is_plugin_made(data)
+    if event.plugin is not None:
+        assert event.plugin == event.fields['plugin'] and event.plugin.isprintable()
+        assert 0 < len(event.plugin) <= MAX_PLUGIN_NAME
 
 
 @settings(max_examples=200, deadline=None)
@@ -141,6 +152,28 @@ def test_accessors_return_the_value_when_usable_else_none(pid, when, code):
     usable = type(when) in (int, float) and 0 <= when <= MAX_TIME and math.isfinite(when)
     assert event.time() == (float(when) if usable else None)
     assert Event('web', 'reap').pid() is None  # missing
+    by_signal = integer(code, -255, -1)
+    assert event.signum() == (-code if by_signal else None)
+    assert event.signal() == (signal_name(-code) if by_signal else None)
+    assert Event('web', 'spawn', {'wid': pid}).wid() == (pid if integer(pid, 1, MAX_PID)
+                                                         else None)
+
+
+def signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def test_signals_by_name():
+    assert Event('web', 'reap', {'exit_code': -9}).signal() == 'SIGKILL'
+    assert Event('web', 'reap', {'exit_code': -15}).signal() == 'SIGTERM'
+    assert Event('web', 'reap', {'exit_code': -200}).signal() == '200'  # no such signal
+    for code in (0, 3, 255, None, -256, '-9'):
+        assert Event('web', 'reap', {'exit_code': code}).signal() is None
+    assert Event('web', 'spawn', {'process_pid': 5, 'wid': 2}).wid() == 2
+    assert Event('web', 'spawn', {'process_pid': 5}).wid() is None  # circusd 0.19
 
 
 def test_malformed_examples_and_what_the_warning_says(caplog):
@@ -198,6 +231,269 @@ def test_topics_seen_before_or_by_thousands_read_the_same():
         for bad in (b'watcher.web', 'watcher.web', b'watcher.\xff.spawn', ['unhashable']):
             with pytest.raises(MalformedEvent):
                 parse_event((bad, b'{}'))
+
+
+# -- plugin-made events -----------------------------------------------------------------------
+
+class Records(logging.Handler):
+    """The records of the package's loggers while in a ``with`` block (caplog is per
+    test, not per Hypothesis example)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def __enter__(self):
+        logger = logging.getLogger('circus_plugins')
+        self.level, logger.level = logger.level, logging.DEBUG
+        logger.addHandler(self)
+        return self.records
+
+    def __exit__(self, *exc_info):
+        logger = logging.getLogger('circus_plugins')
+        logger.removeHandler(self)
+        logger.level = self.level
+
+
+printable_names = st.text(st.characters(blacklist_categories=('C', 'Z')) | st.sampled_from(' .'),
+                          min_size=1, max_size=30)
+json_safe = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 80, 2 ** 80) | st.text(max_size=10)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=10)
+#: ``(detail, what the event carries instead)`` for details JSON cannot hold as they are.
+converted = st.one_of(
+    st.tuples(st.integers(), st.text(max_size=3)).map(lambda t: (t, list(t))),
+    st.frozensets(st.integers(), max_size=3).map(lambda f: (set(f), sorted(f))),
+    st.dictionaries(st.integers(), st.booleans(), max_size=3).map(
+        lambda d: (d, {str(k): v for k, v in d.items()})),
+    st.just((signal.SIGTERM, 15)),  # an int, as JSON has it
+    st.sampled_from([float('nan'), float('inf'), float('-inf'), b'raw', 1j, object(),
+                     ValueError('bad')]).map(lambda v: (v, str(v))))
+detail_names = st.text(min_size=1, max_size=10).filter(lambda key: key not in ('plugin', 'time'))
+
+
+@settings(max_examples=300, deadline=None)
+@given(printable_names, printable_names, st.from_regex(_TOPIC_ACTION, fullmatch=True),
+       st.dictionaries(detail_names, json_safe.map(lambda v: (v, v)) | converted, max_size=5))
+def test_plugin_made_events_read_back_whole(plugin, watcher, action, pairs):
+    details = {key: value for key, (value, _) in pairs.items()}
+    before = time.time()
+    topic, body = plugin_event(plugin, watcher, action, **details)
+    assert topic.startswith(b'plugin.') and is_plugin_made((topic, body))
+    # Strict JSON, in ASCII: any reader takes it.
+    json.loads(body.decode('ascii'), parse_constant=pytest.fail)
+    event = parse_event((topic, body), fields=False)  # its body is read all the same
+    assert (event.watcher, event.action, event.plugin) == (watcher, action, plugin)
+    assert before <= event.time() <= time.time()
+    expected = {key: carried for key, (_, carried) in pairs.items()}
+    got = {key: sorted(value) if isinstance(details[key], set) else value
+           for key, value in event.fields.items() if key not in ('plugin', 'time')}
+    assert got == expected
+    assert parse_event((topic.decode(), body.decode())) == event  # str frames
+    with Records() as records:
+        assert read_event('tester', (topic, body)) is None
+        assert read_event('tester', (topic, body), plugin_events=True) == event
+    assert records == []
+
+
+def plugin_reference(name, action, body):
+    """What a plugin-made event of topic ``plugin.<name>.<action>`` and ``body`` should
+    read as: ``(watcher, action, plugin)``, or ``None`` when it is malformed."""
+    if not (name and name.isprintable() and _TOPIC_ACTION.fullmatch(action)
+            and len(topic_of(name, action, 'plugin')) <= MAX_TOPIC):
+        return None
+    if isinstance(body, str):
+        body = body.encode('utf-8', 'surrogatepass')
+    if not isinstance(body, bytes) or len(body) > MAX_BODY:
+        return None
+    try:
+        value = json.loads(body.decode('utf-8'))
+    except (ValueError, RecursionError):
+        return None
+    plugin = value.get('plugin') if isinstance(value, dict) else None
+    if not (isinstance(plugin, str) and 0 < len(plugin) <= MAX_PLUGIN_NAME
+            and plugin.isprintable()):
+        return None
+    return name, action, plugin
+
+
+#: Bodies that name a plugin, most often a usable name.
+named_bodies = st.fixed_dictionaries(
+    {'plugin': st.sampled_from(['flapping', 'p' * MAX_PLUGIN_NAME]) | names | json_values},
+    optional={key: field_values for key in _FIELD_NAMES if key != 'plugin'}).map(dumps)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.tuples(st.sampled_from(['web', 'a.b.c', 'plugin:x']), st.sampled_from(ACTIONS),
+              named_bodies),
+    st.tuples(names, actions, named_bodies | bodies)))
+def test_plugin_made_events_must_name_their_plugin(frame):
+    name, action, body = frame
+    topic = topic_of(name, action, 'plugin')
+    wanted = plugin_reference(name, action, body)
+    with Records() as records:
+        for fields in (True, False, ('reap',)):
+            try:
+                event = parse_event((topic, body), fields=fields)
+            except MalformedEvent as exc:
+                assert wanted is None and len(str(exc)) < 400
+            else:
+                assert (event.watcher, event.action, event.plugin) == wanted
+        # Skipped without a word unless asked for; once asked, read as parse_event does.
+        assert read_event('tester', (topic, body)) is None and records == []
+        event = read_event('tester', (topic, body), plugin_events=True)
+    if wanted is None:
+        [record] = records
+        assert event is None and record.levelno == logging.WARNING
+    else:
+        assert records == [] and event.plugin == wanted[2]
+
+
+def test_plugin_made_events_that_cannot_be_made():
+    cases = [(('', 'web', 'act'), {}, 'plugin name'),
+             (('p\n', 'web', 'act'), {}, 'plugin name'),
+             ((None, 'web', 'act'), {}, 'plugin name'),
+             (('p', '', 'act'), {}, 'watcher'),
+             (('p', 'we\tb', 'act'), {}, 'watcher'),
+             (('p', 'web', 'an act'), {}, 'action'),
+             (('p', 'web', 'a' * 65), {}, 'action'),
+             (('p', 'web', 'act'), {'time': 1}, 'detail time is reserved'),
+             (('p', 'web', 'act'), {'plugin': 'me', 'time': 1}, 'detail plugin, time'),
+             (('p', 'w' * MAX_TOPIC, 'act'), {}, 'longer than'),
+             (('p', 'web', 'act'), {'big': 'x' * MAX_BODY}, 'longer than')]
+    for args, details, reason in cases:
+        with pytest.raises(MalformedEvent, match=reason):
+            plugin_event(*args, **details)
+    # A lone surrogate travels as an escape; a nest too deep, as text.
+    nest = []
+    for _ in range(50):
+        nest = [nest]
+    topic, body = plugin_event('p', 'web', 'act', note='\ud800', nest=nest)
+    event = parse_event((topic, body))
+    assert event.fields['note'] == '\ud800'
+    assert isinstance(json.dumps(event.fields['nest']), str) and '[[' in json.dumps(
+        event.fields['nest'])
+
+
+def test_circusd_events_and_plugin_watchers_are_not_plugin_made():
+    for topic in (b'watcher.web.spawn', b'watcher.plugin:flapping.spawn',
+                  b'watcher.plugin.x.spawn', 'watcher.web.spawn'):
+        assert not is_plugin_made((topic, b'{}'))
+        event = read_event('tester', (topic, b'{"plugin": "flapping"}'))
+        assert event.plugin is None  # a field named plugin says nothing
+    assert parse_event((b'watcher.plugin.x.spawn', b'{}')).watcher == 'plugin.x'
+    for junk in (None, b'plugin.web.x', (b'plugin.web.x',), [1, 2, 3]):
+        assert not is_plugin_made(junk)
+    assert is_plugin_made([b'plugin.', None]) and is_plugin_made(('plugin.web.x', None))
+
+
+# -- exit classification ----------------------------------------------------------------------
+
+class Clock:
+    """A clock that moves when told."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def ev(watcher, action, pid=None, code=None, plugin=None):
+    fields = {'time': 1.0}
+    if pid is not None:
+        fields['process_pid'] = pid
+    if code is not None:
+        fields['exit_code'] = code
+    return Event(watcher, action, fields, plugin)
+
+
+#: Events of a watcher among a few, about pids among a few: kills, spawns, reaps.
+process_events = st.lists(st.tuples(
+    st.sampled_from(['kill', 'reap', 'spawn', 'stop', 'start']), st.sampled_from(['a', 'b']),
+    st.integers(1, 4), st.sampled_from([0, 1, 3, -9, -15, None, 'x'])), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(process_events)
+def test_exits_match_the_rule(steps):
+    """A reap is STOPPED when its pid was killed since it last spawned or was reaped,
+    else EXIT with code 0 and CRASH otherwise; other events are not judged."""
+    exits, killed = Exits(clock=Clock()), set()
+    for action, watcher, pid, code in steps:
+        verdict = exits.see(ev(watcher, action, pid, code))
+        key = (watcher, pid)
+        if action == 'kill':
+            killed.add(key)
+        elif action == 'spawn':
+            killed.discard(key)
+        if action != 'reap':
+            assert verdict is None
+            continue
+        expected = STOPPED if key in killed else EXIT if code == 0 else CRASH
+        killed.discard(key)
+        assert verdict == expected
+    assert len(exits) == len(killed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(process_events, st.integers(1, 3), st.integers(1, 5))
+def test_exits_remember_few_kills_and_only_forget(steps, most, most_in_all):
+    """With caps, kills are forgotten (the oldest first): a reap may then be judged a
+    crash, never the other way round."""
+    capped, whole = Exits(most=most, most_in_all=most_in_all, clock=Clock()), Exits()
+    for action, watcher, pid, code in steps:
+        event = ev(watcher, action, pid, code)
+        verdict, reference = capped.see(event), whole.see(event)
+        assert verdict == reference or (reference == STOPPED and verdict != STOPPED)
+        assert len(capped) <= min(most_in_all, 2 * most)
+
+
+def test_exits_forget_old_kills_and_ignore_what_is_not_a_death():
+    clock = Clock()
+    exits = Exits(memory=60.0, clock=clock)
+    exits.see(ev('web', 'kill', 1))
+    exits.see(ev('db', 'kill', 2))
+    clock.now += 59
+    assert exits.see(ev('web', 'reap', 1, -15)) == STOPPED  # in time
+    clock.now += 2
+    assert exits.see(ev('db', 'reap', 2, -15)) == CRASH  # its kill is 61 s old
+    assert len(exits) == 0
+    # A kill again (a stop's SIGKILL after the graceful timeout) starts the wait again.
+    exits.see(ev('web', 'kill', 3))
+    clock.now += 50
+    exits.see(ev('web', 'kill', 3))
+    clock.now += 50
+    assert exits.see(ev('web', 'reap', 3, -9)) == STOPPED
+    # Old kills go even while their watcher keeps killing, and whole watchers go.
+    exits.see(ev('web', 'kill', 4))
+    exits.see(ev('db', 'kill', 5))
+    clock.now += 61
+    exits.see(ev('web', 'kill', 6))
+    assert len(exits) == 1
+    # Nothing else is judged or remembered: other actions, plugin-made events, no pid.
+    for event in (ev('web', 'kill', 7, plugin='other'), ev('web', 'reap', 6, 0, 'other'),
+                  ev('web', 'kill'), ev('web', 'reap', code=1), ev('web', 'stop'),
+                  Event('web', 'reap', {'process_pid': '6'})):
+        assert exits.see(event) is None
+    assert len(exits) == 1 and exits.see(ev('web', 'reap', 6)) == STOPPED
+    # A reap without an exit code, of no kill: a crash, as nothing explains it.
+    assert exits.see(ev('web', 'reap', 8)) == CRASH
+
+
+def test_exits_defaults_are_read_when_made(monkeypatch):
+    monkeypatch.setattr(events_module, 'KILL_MEMORY', 5.0)
+    monkeypatch.setattr(events_module, 'MAX_KILLS', 7)
+    monkeypatch.setattr(events_module, 'MAX_ALL_KILLS', 9)
+    exits = Exits()
+    assert (exits.memory, exits.most, exits.most_in_all) == (5.0, 7, 9)
 
 
 # -- every bundled plugin ---------------------------------------------------------------------
@@ -512,3 +808,180 @@ def test_flapping_under_circusd_still_stops_a_watcher_after_junk(start_circusd, 
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert all(r.levelno == logging.WARNING and not r.exc_info for r in warnings)
     assert len(warnings) <= len(junk) * 20
+
+
+# -- exits classified on circusd's own sequences -------------------------------------------------
+
+@pytest.fixture
+def lifecycle(start_circusd):
+    """A circusd whose events are recorded from the start: ``web`` (two processes),
+    ``ztick`` (exits with 0 at once, so is reaped and spawned again at each of circusd's
+    checks, which manage watchers in the order of their names: last), ``fail`` (exits
+    with 3; not started), ``fewer`` (three processes) and ``gone``."""
+    circusd = start_circusd(watchers={
+        'web': {'cmd': 'sleep 1000', 'numprocesses': 2},
+        'ztick': {'cmd': "sh -c 'exit 0'"},
+        'fail': {'cmd': "sh -c 'exit 3'", 'autostart': 'false'},
+        'fewer': {'cmd': 'sleep 1000', 'numprocesses': 3},
+        'gone': {'cmd': 'sleep 1000'}})
+    with EventRecorder(circusd.pubsub_endpoint) as recorder:
+        recorder.sync(circusd, 'web')
+        a_check(recorder)  # the kills of sync()'s decr have arrived
+        yield circusd, recorder
+
+
+def of(events, watcher, action):
+    """The pids of ``watcher``'s ``action`` events recorded so far, in order."""
+    events.poll()
+    topic = topic_of(watcher, action)
+    return [json.loads(body)['process_pid'] for name, body in events.events if name == topic]
+
+
+def reaped(events, watcher, pids, timeout=5.0):
+    wait_for(lambda: set(pids) <= set(of(events, watcher, 'reap')), timeout,
+             what='reaps of %s %s' % (watcher, sorted(pids)))
+
+
+def a_check(events, count=1):
+    """Return once circusd has run ``count`` more checks (``ztick`` reaped once more at
+    each): what circusd published before this call has arrived, and with ``count=2``,
+    whatever a whole check had to publish since."""
+    seen = len(of(events, 'ztick', 'reap'))
+    wait_for(lambda: len(of(events, 'ztick', 'reap')) >= seen + count,
+             what='%d more checks' % count)
+
+
+def between_checks(events):
+    """Return once one of circusd's checks is over (``ztick`` spawned again), so that a
+    death now comes a second before the next. circusd 0.19 drops a process that dies
+    during a check, after the reaping and before its watcher is managed, without
+    publishing its reap."""
+    seen = len(of(events, 'ztick', 'spawn'))
+    wait_for(lambda: len(of(events, 'ztick', 'spawn')) > seen, what='a check to end')
+
+
+def kill_from_outside(events, pid):
+    between_checks(events)
+    os.kill(pid, signal.SIGTERM)
+
+
+def verdicts(events, watcher):
+    """``{pid: (verdict, exit code)}`` of ``watcher``'s reaps, from every event recorded
+    fed in order to one :class:`Exits`, as a plugin would."""
+    exits, found = Exits(), {}
+    for data in events.events:
+        event = parse_event(data)
+        verdict = exits.see(event)
+        if verdict is not None and event.watcher == watcher:
+            found[event.pid()] = verdict, event.exit_code()
+    return found
+
+
+def actions_after(events, start, watcher):
+    """The actions of ``watcher``'s events recorded from the ``start``-th on."""
+    events.poll(0)
+    prefix = b'watcher.%s.' % watcher.encode()
+    return [topic[len(prefix):].decode() for topic, _ in events.events[start:]
+            if topic.startswith(prefix)]
+
+
+def until(events, start, watcher, action):
+    """Wait for ``watcher``'s ``action`` among the events from the ``start``-th on."""
+    wait_for(lambda: action in actions_after(events, start, watcher),
+             what='%s of %s' % (action, watcher))
+
+
+def test_stop_kills_then_reaps(lifecycle):
+    circusd, events = lifecycle
+    pids, start = circusd.pids('web'), len(events.events)
+    assert circusd.call('stop', name='web')['status'] == 'ok'
+    until(events, start, 'web', 'stop')
+    assert actions_after(events, start, 'web') == ['kill', 'kill', 'reap', 'reap', 'stop']
+    assert verdicts(events, 'web') == {pid: (STOPPED, -15) for pid in pids}
+
+
+def test_restart_kills_then_reaps(lifecycle):
+    circusd, events = lifecycle
+    pids, start = circusd.pids('web'), len(events.events)
+    assert circusd.call('restart', name='web')['status'] == 'ok'
+    until(events, start, 'web', 'start')
+    assert actions_after(events, start, 'web') == ['kill', 'kill', 'reap', 'reap', 'stop',
+                                                   'spawn', 'spawn', 'start']
+    assert verdicts(events, 'web') == {pid: (STOPPED, -15) for pid in pids}
+
+
+def test_reloadconfig_kills_then_reaps(lifecycle):
+    """A changed command restarts the watcher, a removed one is stopped, fewer processes
+    are killed as by decr; all announced with kills."""
+    circusd, events = lifecycle
+    before = {name: circusd.pids(name) for name in ('web', 'gone', 'fewer')}
+    with open(circusd.ini_path, encoding='utf-8') as ini:
+        text = ini.read()
+    changes = [('[watcher:web]\ncmd = sleep 1000', '[watcher:web]\ncmd = sleep 2000'),
+               ('[watcher:gone]\ncmd = sleep 1000\n', ''),
+               ('cmd = sleep 1000\nnumprocesses = 3', 'cmd = sleep 1000\nnumprocesses = 1')]
+    for old, new in changes:
+        assert text.count(old) == 1
+        text = text.replace(old, new)
+    with open(circusd.ini_path, 'w', encoding='utf-8') as ini:
+        ini.write(text)
+    start = len(events.events)
+    assert circusd.call('reloadconfig')['status'] == 'ok'
+    until(events, start, 'web', 'start')
+    reaped(events, 'gone', before['gone'])
+    a_check(events, 2)
+    assert actions_after(events, start, 'gone') == ['kill', 'reap', 'stop']
+    assert actions_after(events, start, 'fewer') == ['kill', 'kill']  # as decr: no reap
+    assert verdicts(events, 'web') == {pid: (STOPPED, -15) for pid in before['web']}
+    assert verdicts(events, 'gone') == {before['gone'][0]: (STOPPED, -15)}
+    assert verdicts(events, 'fewer') == {}
+
+
+@pytest.mark.parametrize('command', ['decr', 'kill'])
+def test_decr_and_kill_publish_kills_and_no_reap(lifecycle, command):
+    """circusd forgets the processes it killed for ``decr`` and ``kill``: no reap comes.
+    A crash of another process is a crash all the same."""
+    circusd, events = lifecycle
+    pids, start = circusd.pids('web'), len(events.events)
+    victim = pids[-1]
+    props = {'nb': 1} if command == 'decr' else {'pid': victim}
+    assert circusd.call(command, name='web', **props)['status'] == 'ok'
+    wait_for(lambda: set(of(events, 'web', 'kill')[-1:]) & set(pids), what='the kill')
+    [killed] = set(of(events, 'web', 'kill')) & set(pids)
+    if command == 'kill':
+        assert killed == victim
+        # A new process takes its place, at circusd's next check.
+        wait_for(lambda: actions_after(events, start, 'web') == ['kill', 'spawn'],
+                 what='the spawn after the kill')
+    a_check(events, 2)
+    assert actions_after(events, start, 'web') == ['kill'] + ['spawn'] * (command == 'kill')
+    survivor = (set(pids) - {killed}).pop()
+    kill_from_outside(events, survivor)
+    reaped(events, 'web', [survivor])
+    assert verdicts(events, 'web') == {survivor: (CRASH, -15)}
+
+
+def test_deaths_circusd_did_not_cause(lifecycle):
+    """An exit with a code, an exit with 0, a signal from outside; and circusd's own
+    ``signal`` command, which publishes nothing: its deaths cannot be told from
+    crashes."""
+    circusd, events = lifecycle
+    assert circusd.call('start', name='fail')['status'] == 'ok'
+    web = circusd.pids('web')
+    kill_from_outside(events, web[0])
+    reaped(events, 'web', web[:1])
+    wait_for(lambda: of(events, 'fail', 'reap'), what='a reap of fail')
+    assert of(events, 'ztick', 'reap'), 'ztick is reaped at every check'
+    assert set(verdicts(events, 'fail').values()) == {(CRASH, 3)}
+    assert set(verdicts(events, 'ztick').values()) == {(EXIT, 0)}
+    assert verdicts(events, 'web') == {web[0]: (CRASH, -15)}
+    crash = [parse_event(data) for data in events.events
+             if data[0] == b'watcher.web.reap'][-1]
+    assert crash.signal() == 'SIGTERM'
+    start = len(events.events)
+    between_checks(events)
+    assert circusd.call('signal', name='web', pid=web[1], signum=signal.SIGTERM
+                        )['status'] == 'ok'
+    reaped(events, 'web', web[1:])
+    assert 'kill' not in actions_after(events, start, 'web')
+    assert verdicts(events, 'web')[web[1]] == (CRASH, -15)
