@@ -282,6 +282,16 @@ def test_reaps_of_processes_circusd_killed_are_not_deaths():
         assert s.next_command(timeout=0) == STOP
 
 
+def test_a_pid_spawned_again_after_its_kill_dies_for_real():
+    with scripted() as s:
+        s.feed('web', 'kill', process_pid=5)  # as decr does: no reap
+        s.feed('web', 'spawn', process_pid=5)  # the pid, used again
+        s.feed('web', 'reap', process_pid=5, exit_code=1)
+        assert s.no_command()
+        reaps(s, 'web', 1)  # the second death in the window
+        assert s.next_command(timeout=0) == STOP
+
+
 def test_remembered_kills_are_few_and_recent(monkeypatch):
     monkeypatch.setattr(events, 'MAX_KILLS', 3)
     with scripted() as s:
