@@ -1,4 +1,5 @@
-"""Reading circusd's events without trusting them.
+"""Reading circusd's events without trusting them, telling why processes died, and the
+events plugins make.
 
 circusd publishes each event as a topic, ``watcher.<name>.<action>``, and a JSON object.
 Whatever arrives on the event socket is read as untrusted input all the same: a frame may
@@ -22,7 +23,14 @@ through :meth:`~circus_plugins.CircusPlugin.split_data` and
 :func:`parse_event` checks the topic (and, when asked, the body) and raises
 :exc:`MalformedEvent`; :func:`read_event` logs that in one warning line and returns
 ``None``. The typed accessors of :class:`Event` (:meth:`~Event.pid`, :meth:`~Event.time`,
-:meth:`~Event.exit_code`) return ``None`` for a value that is missing or unusable.
+:meth:`~Event.exit_code`, :meth:`~Event.signal`...) return ``None`` for a value that is
+missing or unusable.
+
+:class:`Exits` tells a crash from a clean exit and from a process circusd ended itself.
+Plugins announce what they did with plugin-made events, topic
+``plugin.<watcher>.<action>`` (:func:`plugin_event` makes one,
+:meth:`~circus_plugins.CircusPlugin.emit` sends it); :func:`read_event` passes them over
+unless asked for them. The documentation's page "The event model" tells it all.
 """
 import json
 import logging
