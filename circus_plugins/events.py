@@ -87,8 +87,9 @@ class Event(NamedTuple):
         return _integer(self.fields.get('process_pid'), 1, MAX_PID)
 
     def time(self) -> Optional[float]:
-        """``time``, when circusd published the event, in seconds since the epoch: a
-        finite number from 0 to :data:`MAX_TIME`, else ``None``."""
+        """``time``, when circusd published the event (when its plugin made a
+        plugin-made one), in seconds since the epoch: a finite number from 0 to
+        :data:`MAX_TIME`, else ``None``."""
         value = self.fields.get('time')
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
