@@ -150,3 +150,15 @@ class StopsAtFirstEvent(CircusPlugin):
 
     def handle_recv(self, data):
         self.stop()
+
+
+class Ticker(CircusPlugin):
+    """Emits ``plugin.web.tick`` every 0.1 s."""
+
+    name = 'ticker'
+
+    def handle_init(self):
+        PeriodicCallback(lambda: self.emit('web', 'tick'), 100).start()
+
+    def handle_recv(self, data):
+        pass

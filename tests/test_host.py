@@ -113,3 +113,25 @@ def test_a_plugin_whose_thread_ends_is_started_again(circusd, tmp_path, caplog):
         wait_for(restarted, timeout=8, interval=0.2, what='the quitter to be started again')
         assert '[plugin:quitter] stopped by itself; starting it again in 1 s' in messages()
         assert [type(p).__name__ for p in host.plugins][-1] == 'EventDump'  # never stopped
+
+
+def test_the_host_publishes_its_plugins_events(circusd, tmp_path):
+    import zmq
+    from circus_plugins.testing import free_port
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text('[plugin:ticker]\nuse = sample_plugins.Ticker\n')
+    publish = 'tcp://127.0.0.1:%d' % free_port()
+    context = zmq.Context()
+    outside = context.socket(zmq.SUB)
+    outside.linger = 0
+    outside.setsockopt(zmq.SUBSCRIBE, b'plugin.')
+    outside.connect(publish)
+    try:
+        with PluginHost(circusd.endpoint, circusd.pubsub_endpoint, 1.0, config=ini,
+                        events_publish=publish):
+            assert outside.poll(5000), 'no event published on events_publish'
+            topic, body = outside.recv_multipart()
+            assert topic == b'plugin.web.tick' and json.loads(body)['plugin'] == 'ticker'
+    finally:
+        outside.close()
+        context.term()
