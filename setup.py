@@ -9,7 +9,9 @@ setup(
     install_requires=['pyzmq', 'tornado', 'iowait'],
     extras_require={
         'redis': ['redis>=4.2'],
-        'test': ['pytest', 'hypothesis', 'circus==0.19.0', 'psutil', 'redis>=4.2'],
+        'alerts': ['aiosmtplib>=3'],
+        'test': ['pytest', 'hypothesis', 'circus==0.19.0', 'psutil', 'redis>=4.2',
+                 'aiosmtplib>=3', 'aiosmtpd', 'trustme'],
         'docs': ['sphinx'],
     },
     entry_points={'console_scripts': ['circus-plugin = circus_plugins.cli:main']},
