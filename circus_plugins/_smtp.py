@@ -30,7 +30,7 @@ import re
 import ssl
 import time
 from email.message import EmailMessage
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from ._log import plugin_logger
 from ._redact import add_secret, redact_text
@@ -257,4 +257,4 @@ class SmtpSender:
                 smtp.close()
 
 
-__all__: Iterable[str] = ('SmtpSender', 'SmtpError', 'import_aiosmtplib', 'TLS_MODES')
+__all__ = ['SmtpSender', 'SmtpError', 'import_aiosmtplib', 'TLS_MODES']

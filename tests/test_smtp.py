@@ -176,6 +176,15 @@ def test_untrusted_certificate_refused_unless_told_not_to_verify(ca_file):
     assert len(inbox.mails) == 1
 
 
+def test_certificate_for_another_host_refused(ca, ca_file):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert('mail.example.org').configure_cert(context)  # trusted, not 127.0.0.1
+    with smtp_server(ssl_context=context) as (port, inbox):
+        with pytest.raises(SmtpError, match='at connect.*(mismatch|match)'):
+            send(sender(port, 'tls', ca_file=ca_file))
+    assert inbox.mails == []
+
+
 def test_wrong_password_raises_without_showing_it(ca, ca_file, caplog):
     caplog.set_level(logging.DEBUG)
     with smtp_server(tls_context=server_context(ca), auth=True) as (port, inbox):
@@ -203,9 +212,10 @@ def test_server_down_raises_at_once():
 
 def test_silent_server_raises_after_the_timeout():
     with socket.socket() as listener:  # accepts connections, never says a word
-        listener.bind(('127.0.0.1', 0))
+        port = free_port()
+        listener.bind(('127.0.0.1', port))
         listener.listen(4)
-        smtp = sender(listener.getsockname()[1], timeout=0.3)
+        smtp = sender(port, timeout=0.3)
         started = time.monotonic()
         with pytest.raises(SmtpError, match=r'at connect.*(0\.3 s|[Tt]imed out)'):
             send(smtp)
