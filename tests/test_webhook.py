@@ -1,0 +1,171 @@
+"""Webhooks: each format as a receiver gets it, 429 and a receiver down, through the outbox."""
+import json
+import logging
+
+import pytest
+from tornado.httpserver import HTTPServer
+from tornado.web import Application, RequestHandler
+
+from circus_plugins._outbox import Outbox
+from circus_plugins._webhook import Notice, Webhook, retry_after_seconds
+from circus_plugins.testing import free_port, wait_for
+from test_outbox import LoopThread
+
+TOKEN = 'B0123456789ABCDEFGHIJ'
+
+
+@pytest.fixture
+def loop():
+    runner = LoopThread()
+    yield runner
+    runner.stop()
+    assert not runner.escaped
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: records ``(loop time, json body)``; answers each
+    request with the next of :attr:`answers` (``(status, headers)``), then 200."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.port = free_port()
+        self.got = []
+        self.answers = []
+        self.server = None
+        receiver = self
+
+        class Hook(RequestHandler):
+            def post(self, *args):
+                if receiver.answers:
+                    status, headers = receiver.answers.pop(0)
+                    self.set_status(status)
+                    for name, value in headers.items():
+                        self.set_header(name, value)
+                    return self.finish('slow down')
+                receiver.got.append((receiver.loop.loop.time(),
+                                     json.loads(self.request.body)))
+                self.finish('ok')
+        # the receiver's access log is the receiver's, not ours: quiet
+        self.app = Application([(r'/services/(.*)', Hook)], log_function=lambda h: None)
+
+    def start(self):
+        def listen():
+            self.server = HTTPServer(self.app)
+            self.server.listen(self.port, '127.0.0.1')
+        self.loop.call(listen)
+
+    def stop(self):
+        if self.server is not None:
+            self.loop.call(self.server.stop)
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d/services/T0/%s?sig=%s' % (self.port, TOKEN, TOKEN)
+
+    def bodies(self):
+        return [body for _, body in self.got]
+
+
+@pytest.fixture
+def receiver(loop):
+    r = Receiver(loop)
+    r.start()
+    yield r
+    r.stop()
+
+
+NOTICE = Notice('web crashed', kind='crash', watcher='web', text='exit 3 after 2 s',
+                facts=[('host', 'h1'), ('exit code', '3')], output=['boom <1>', 'bye'])
+
+
+def post(loop, hook, notice, dropped=0):
+    loop.call(lambda: hook.send(notice, dropped))
+
+
+def test_slack_body(loop, receiver):
+    hook = Webhook(receiver.url, 'slack')
+    post(loop, hook, NOTICE, dropped=2)
+    body = receiver.bodies()[0]
+    assert body['text'].startswith('*web crashed*\nhost: h1\nexit code: 3\n')
+    assert '```\nboom &lt;1&gt;\nbye\n```' in body['text']
+    assert '2 earlier alert(s) dropped' in body['text']
+    assert body['blocks'][0] == {'type': 'header',
+                                 'text': {'type': 'plain_text', 'text': 'web crashed'}}
+    assert body['blocks'][1]['fields'][1]['text'] == '*exit code*\n3'
+    loop.call(hook.close)
+
+
+def test_teams_body(loop, receiver):
+    hook = Webhook(receiver.url, 'teams')
+    post(loop, hook, NOTICE)
+    body = receiver.bodies()[0]
+    assert body['type'] == 'message'
+    attachment, = body['attachments']
+    assert attachment['contentType'] == 'application/vnd.microsoft.card.adaptive'
+    card = attachment['content']
+    assert (card['type'], card['version']) == ('AdaptiveCard', '1.4')
+    assert card['body'][0]['text'] == 'web crashed'
+    assert card['body'][1] == {'type': 'FactSet', 'facts': [
+        {'title': 'host', 'value': 'h1'}, {'title': 'exit code', 'value': '3'}]}
+    assert card['body'][3]['fontType'] == 'Monospace'
+    loop.call(hook.close)
+
+
+def test_json_body(loop, receiver):
+    hook = Webhook(receiver.url, 'json')
+    post(loop, hook, NOTICE, dropped=1)
+    assert receiver.bodies()[0] == {
+        'schema': 'circus-plugins/alert/1', 'title': 'web crashed', 'kind': 'crash',
+        'watcher': 'web', 'text': 'exit 3 after 2 s',
+        'facts': [{'name': 'host', 'value': 'h1'}, {'name': 'exit code', 'value': '3'}],
+        'output': ['boom <1>', 'bye'], 'dropped': 1}
+    loop.call(hook.close)
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds('1') == 1.0
+    assert retry_after_seconds('Wed, 21 Oct 2015 07:28:10 GMT', now=1445412480) == 10
+    assert retry_after_seconds('soon') is None and retry_after_seconds(None) is None
+
+
+def test_429_is_honoured_in_order(loop, receiver, caplog):
+    caplog.set_level(logging.DEBUG)
+    receiver.answers.append((429, {'Retry-After': '1'}))
+    hook = Webhook(receiver.url, 'json')
+    outbox = loop.call(lambda: Outbox(hook.send, loop.loop, retry_delay=0.01,
+                                      name='webhook ' + hook.shown_url))
+    start = loop.call(loop.loop.time)
+    loop.call(lambda: [outbox.put(Notice('n%d' % i)) for i in range(3)])
+    wait_for(lambda: len(receiver.got) == 3, what='3 notices')
+    assert [b['title'] for b in receiver.bodies()] == ['n0', 'n1', 'n2']
+    assert receiver.got[0][0] - start >= 1.0
+    loop.call(outbox.close)
+    loop.call(hook.close)
+    assert_no_token(caplog)
+
+
+def test_receiver_down_then_up(loop, caplog):
+    caplog.set_level(logging.DEBUG)
+    receiver = Receiver(loop)                    # not listening yet: refused
+    hook = Webhook(receiver.url, 'json', connect_timeout=1, request_timeout=2)
+    outbox = loop.call(lambda: Outbox(hook.send, loop.loop, retry_delay=0.05,
+                                      max_retry_delay=0.1))
+    loop.call(lambda: [outbox.put(Notice('n%d' % i)) for i in range(3)])
+    wait_for(lambda: outbox.failures >= 2, what='failures while down')
+    receiver.start()
+    try:
+        wait_for(lambda: len(receiver.got) == 3, what='3 notices')
+        assert [b['title'] for b in receiver.bodies()] == ['n0', 'n1', 'n2']
+    finally:
+        loop.call(outbox.close)
+        loop.call(hook.close)
+        receiver.stop()
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+    assert_no_token(caplog)
+
+
+def assert_no_token(caplog):
+    for record in caplog.records:
+        shown = record.getMessage() + (record.exc_text or '')
+        assert TOKEN not in shown, shown
+    assert TOKEN not in caplog.text
