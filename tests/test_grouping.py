@@ -14,11 +14,12 @@ def crash(w, t, n=None):
 def run(g, until):
     """Call due() at every time next_wakeup() names, up to ``until``; the messages."""
     out = []
-    while True:
+    for _ in range(10000):
         wake = g.next_wakeup(until)
         if wake is None or wake > until:
             return out
         out += g.due(wake)
+    raise AssertionError('the grouper never falls quiet')
 
 
 def test_first_message_waits_group_wait_with_what_came_meanwhile():
@@ -195,3 +196,10 @@ def test_nothing_is_lost_order_kept_and_messages_bounded(steps):
                 inside = [n for n in mine[k:] if n.at <= m.at + window]
                 recoveries = sum(n.recovery for n in inside)
                 assert len(inside) <= 1 + window // gi + 2 * recoveries
+
+
+def test_repeats_come_before_a_recovery_that_is_further_off():
+    g = Grouper(group_wait=10, group_interval=100, repeat_interval=100, recovery_after=250)
+    g.add(crash('web', 0))
+    assert [(m.at, m.repeat, m.recovery) for m in run(g, 1e6)] == [
+        (10, False, False), (110, True, False), (210, True, False), (250, False, True)]
