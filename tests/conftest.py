@@ -1,7 +1,11 @@
+import asyncio
+import logging
 import os
 import threading
+from concurrent.futures import Future
 
 import pytest
+from tornado.ioloop import IOLoop
 
 from circus_plugins.testing import Circusd, EventRecorder
 
@@ -193,3 +197,52 @@ def collector():
     """A started :class:`EventCollector`, stopped after the test."""
     with EventCollector() as started:
         yield started
+
+
+class LoopThread:
+    """A tornado IOLoop run by a thread of its own, as a plugin's is. :attr:`escaped`
+    collects what reached the loop's exception handler and tornado's error logs."""
+
+    def __init__(self):
+        self.escaped = []
+        self.loop = IOLoop(make_current=False)
+        self.loop.asyncio_loop.set_exception_handler(
+            lambda loop, context: self.escaped.append(context))
+        self._tornado = logging.Handler(logging.ERROR)
+        self._tornado.emit = self.escaped.append
+        logging.getLogger('tornado').addHandler(self._tornado)
+        self.thread = threading.Thread(target=self._run, name='loop-test', daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop.asyncio_loop)
+        self.loop.start()
+
+    def call(self, function, timeout=5.0):
+        """``function()`` on the loop (awaited if it gives an awaitable); its result."""
+        done = Future()
+
+        async def run():
+            try:
+                value = function()
+                if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                    value = await value
+                done.set_result(value)
+            except BaseException as exc:
+                done.set_exception(exc)
+        self.loop.add_callback(run)
+        return done.result(timeout)
+
+    def stop(self):
+        self.loop.add_callback(self.loop.stop)
+        self.thread.join(5)
+        logging.getLogger('tornado').removeHandler(self._tornado)
+        self.loop.close(all_fds=True)
+
+
+@pytest.fixture
+def loop():
+    runner = LoopThread()
+    yield runner
+    runner.stop()
+    assert not runner.escaped

@@ -9,17 +9,8 @@ from tornado.web import Application, RequestHandler
 from circus_plugins._outbox import Outbox
 from circus_plugins._webhook import Notice, Webhook, retry_after_seconds
 from circus_plugins.testing import free_port, wait_for
-from test_outbox import LoopThread
 
 TOKEN = 'B0123456789ABCDEFGHIJ'
-
-
-@pytest.fixture
-def loop():
-    runner = LoopThread()
-    yield runner
-    runner.stop()
-    assert not runner.escaped
 
 
 class Receiver:
