@@ -13,6 +13,7 @@ with a deadline instead of sleeping::
 Nothing here is thread-safe: use each object from one thread.
 """
 import asyncio
+import concurrent.futures
 import inspect
 import itertools
 import json
@@ -35,7 +36,7 @@ from ._client import is_busy
 from .config import encode_config
 
 __all__ = ['Circusd', 'EventRecorder', 'PluginProcess', 'ScriptedCircusd', 'UdpReceiver',
-           'free_port',
+           'free_port', 'run_on_loop',
            'wait_connected', 'wait_for']
 
 
@@ -344,6 +345,38 @@ class PluginProcess:
         self.stop()
 
 
+def run_on_loop(loop, function: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Run ``function()`` on the tornado IOLoop ``loop`` (a plugin's :attr:`loop`),
+    after what is queued there, from any other thread; await what it returns if that is
+    awaitable (``lambda: plugin.call_async('list')``). Return the result, or raise its
+    exception, here, within ``timeout`` seconds.
+
+    A plain function runs in a plain callback, not in a task of its own.
+    """
+    done: concurrent.futures.Future = concurrent.futures.Future()
+
+    def finish(future):
+        if future.cancelled():
+            done.set_exception(asyncio.CancelledError())
+        elif future.exception() is not None:
+            done.set_exception(future.exception())
+        else:
+            done.set_result(future.result())
+
+    def run():
+        try:
+            value = function()
+        except BaseException as exc:
+            done.set_exception(exc)
+            return
+        if inspect.isawaitable(value):
+            asyncio.ensure_future(value).add_done_callback(finish)
+        else:
+            done.set_result(value)
+    loop.add_callback(run)
+    return done.result(timeout)
+
+
 class ScriptedCircusd:
     """circusd's replies to one plugin, scripted: for tests of a plugin's rules.
 
@@ -434,18 +467,7 @@ class ScriptedCircusd:
     def on_loop(self, function: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Run ``function()`` on the plugin's loop, after what is queued there; return
         its result or raise its exception here."""
-        done: 'queue.Queue[Tuple[bool, Any]]' = queue.Queue()
-
-        def run():
-            try:
-                done.put((True, function()))
-            except BaseException as exc:
-                done.put((False, exc))
-        self.plugin.loop.add_callback(run)
-        ok, value = done.get(timeout=timeout)
-        if not ok:
-            raise value
-        return value
+        return run_on_loop(self.plugin.loop, function, timeout)
 
     def feed(self, watcher: str, action: str, **fields: Any) -> None:
         """Hand the plugin the event ``watcher.<watcher>.<action>`` with ``fields`` as

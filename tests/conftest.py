@@ -2,12 +2,11 @@ import asyncio
 import logging
 import os
 import threading
-from concurrent.futures import Future
 
 import pytest
 from tornado.ioloop import IOLoop
 
-from circus_plugins.testing import Circusd, EventRecorder
+from circus_plugins.testing import Circusd, EventRecorder, run_on_loop
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS_DIR)
@@ -68,20 +67,6 @@ def observer_options(use, target_key, target, udp, **extra):
     0.2 s and sends its metrics to the ``udp`` receiver."""
     return dict({'use': use, target_key: target, 'loop_rate': '0.2', 'host': '127.0.0.1',
                  'port': udp.port}, **extra)
-
-
-def run_on_loop(plugin, make_coroutine, timeout=5.0):
-    """Run ``make_coroutine()`` on ``plugin``'s loop; return its result or raise its
-    exception here."""
-    from concurrent.futures import Future
-    done = Future()
-
-    def begin():
-        task = plugin.loop.asyncio_loop.create_task(make_coroutine())
-        task.add_done_callback(lambda t: done.set_exception(t.exception())
-                               if t.exception() else done.set_result(t.result()))
-    plugin.loop.add_callback(begin)
-    return done.result(timeout)
 
 
 class StatsdRecorder:
@@ -220,18 +205,7 @@ class LoopThread:
 
     def call(self, function, timeout=5.0):
         """``function()`` on the loop (awaited if it gives an awaitable); its result."""
-        done = Future()
-
-        async def run():
-            try:
-                value = function()
-                if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-                    value = await value
-                done.set_result(value)
-            except BaseException as exc:
-                done.set_exception(exc)
-        self.loop.add_callback(run)
-        return done.result(timeout)
+        return run_on_loop(self.loop, function, timeout)
 
     def stop(self):
         self.loop.add_callback(self.loop.stop)
