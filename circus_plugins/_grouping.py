@@ -24,6 +24,9 @@ feed items and calls in time order. The rules, per watcher:
 * Once the watcher has run ``recovery_after`` seconds without a new item (and is not
   down), a recovery message says how long it was down and the counts of the episode; the
   watcher is then forgotten and its next item waits ``group_wait`` again.
+* A watcher an operator stopped or restarted has an owner: :meth:`Grouper.ended` ends
+  its episode once its pending items have gone out, with no repeat and no recovery; an
+  item before then keeps the episode going.
 * A muted watcher sends nothing: its items are dropped, counted, and the count is told in
   its next message (``muted``). Muting ends its episode silently (no recovery notice).
 
@@ -95,6 +98,7 @@ class _Episode:
         self.first = self.last = since
         self.sent: Optional[float] = None    # when the last message went out
         self.healthy: Optional[float] = None  # running without news since; None: down
+        self.ending = False                   # ended(): forget once the news are out
 
 
 class Grouper:
@@ -142,12 +146,20 @@ class Grouper:
         ep.counts[item.kind] = ep.counts.get(item.kind, 0) + 1
         ep.totals[item.kind] = ep.totals.get(item.kind, 0) + 1
         ep.healthy = None if item.kind in self.down_kinds else item.time
+        ep.ending = False
 
     def resumed(self, watcher: str, time: float) -> None:
         """The watcher runs again (circusd started it): a down watcher may recover."""
         ep = self._episodes.get(watcher)
         if ep is not None and ep.healthy is None:
             ep.healthy = time
+
+    def ended(self, watcher: str, time: float) -> None:
+        """An operator took the watcher over (stopped or restarted it): send what is
+        pending, then forget its episode without a repeat or a recovery notice."""
+        ep = self._episodes.get(watcher)
+        if ep is not None:
+            ep.ending = True
 
     def mute(self, watcher: str, until: float = math.inf) -> None:
         """Send nothing about ``watcher`` before ``until`` (s; default: until unmuted).
@@ -179,6 +191,8 @@ class Grouper:
             if ep.sent is None:
                 return ep.since + self.group_wait, 'news'
             return ep.sent + self.group_interval, 'news'
+        if ep.ending:
+            return -math.inf, 'end'
         repeat = ep.sent + self.repeat_interval
         if ep.healthy is not None:
             recover = max(ep.healthy + self.recovery_after, ep.sent)
@@ -200,10 +214,15 @@ class Grouper:
                 when, what = self._next(ep)
                 if when > now:
                     break
-                out.append(self._message(w, ep, now, what))
+                message = self._message(w, ep, now, what)
+                if message is not None:
+                    out.append(message)
         return out
 
-    def _message(self, w: str, ep: _Episode, now: float, what: str) -> Message:
+    def _message(self, w: str, ep: _Episode, now: float, what: str) -> Optional[Message]:
+        if what == 'end':
+            del self._episodes[w]
+            return None
         common = dict(watcher=w, at=now, since=ep.since, totals=dict(ep.totals),
                       muted=self._muted.pop(w, 0))
         if what == 'recovery':

@@ -151,6 +151,7 @@ op = st.one_of(
     st.tuples(st.just('item'), st.sampled_from(W), st.sampled_from(
         ['crash', 'crash', 'resource_restart', 'flapping_giveup', 'stopped'])),
     st.tuples(st.just('resumed'), st.sampled_from(W), st.none()),
+    st.tuples(st.just('ended'), st.sampled_from(W), st.none()),
     st.tuples(st.just('mute'), st.sampled_from(W), st.sampled_from([None, 15.0, 200.0])),
     st.tuples(st.just('unmute'), st.sampled_from(W), st.none()))
 step = st.tuples(st.one_of(st.integers(0, 120).map(float), st.floats(0, 400)), op)
@@ -163,6 +164,7 @@ def test_nothing_is_lost_order_kept_and_messages_bounded(steps):
     g = Grouper(group_wait=5, group_interval=gi, repeat_interval=ri, recovery_after=30,
                 max_events=3)
     t, msgs, added = 0.0, [], {w: 0 for w in W}
+    ends = {w: [] for w in W}  # when each watcher's episode was ended by an operator
     for dt, (what, w, arg) in steps:
         t += dt
         msgs += run(g, t)
@@ -171,6 +173,9 @@ def test_nothing_is_lost_order_kept_and_messages_bounded(steps):
             added[w] += 1
         elif what == 'resumed':
             g.resumed(w, t)
+        elif what == 'ended':
+            g.ended(w, t)
+            ends[w].append(t)
         elif what == 'mute':
             g.mute(w, math.inf if arg is None else t + arg)
         else:
@@ -194,8 +199,10 @@ def test_nothing_is_lost_order_kept_and_messages_bounded(steps):
         for k, m in enumerate(mine):
             for window in (0.0, gi / 2, gi, 3 * gi, ri, 1e4):
                 inside = [n for n in mine[k:] if n.at <= m.at + window]
-                recoveries = sum(n.recovery for n in inside)
-                assert len(inside) <= 1 + window // gi + 2 * recoveries
+                # an episode ended by an operator, like a recovery, starts a fresh one
+                fresh = sum(n.recovery for n in inside) + sum(
+                    m.at <= e <= m.at + window for e in ends[w])
+                assert len(inside) <= 1 + window // gi + 2 * fresh
 
 
 def test_repeats_come_before_a_recovery_that_is_further_off():
@@ -203,3 +210,17 @@ def test_repeats_come_before_a_recovery_that_is_further_off():
     g.add(crash('web', 0))
     assert [(m.at, m.repeat, m.recovery) for m in run(g, 1e6)] == [
         (10, False, False), (110, True, False), (210, True, False), (250, False, True)]
+
+
+def test_an_operator_ends_an_episode_after_its_pending_news_without_recovery():
+    g = Grouper(group_wait=10, group_interval=100, repeat_interval=100, recovery_after=30)
+    g.add(Item('web', 'flapping_giveup', 0.0))
+    g.ended('web', 2.0)                      # stopped by hand: what is pending still goes
+    [m] = g.due(10)
+    assert m.kinds == ('flapping_giveup',) and not m.repeat
+    assert run(g, 1e6) == [] and g.next_wakeup(0) is None   # no repeat, no recovery
+    g.add(crash('web', 50))                  # then a new episode, its own group_wait
+    g.ended('web', 51)
+    g.add(crash('web', 52))                  # a new item keeps the episode going
+    assert [(m.at, m.counts, m.recovery) for m in run(g, 1e6)] == [
+        (60, {'crash': 2}, False), (82, {}, True)]
