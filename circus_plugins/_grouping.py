@@ -26,7 +26,7 @@ feed items and calls in time order. The rules, per watcher:
   watcher is then forgotten and its next item waits ``group_wait`` again.
 * A watcher an operator stopped or restarted has an owner: :meth:`Grouper.ended` ends
   its episode once its pending items have gone out, with no repeat and no recovery; an
-  item before then keeps the episode going.
+  item before then keeps the episode going. It does not end a down watcher's episode.
 * A muted watcher sends nothing: its items are dropped, counted, and the count is told in
   its next message (``muted``). Muting ends its episode silently (no recovery notice).
 
@@ -156,9 +156,10 @@ class Grouper:
 
     def ended(self, watcher: str, time: float) -> None:
         """An operator took the watcher over (stopped or restarted it): send what is
-        pending, then forget its episode without a repeat or a recovery notice."""
+        pending, then forget its episode without a repeat or a recovery notice. A down
+        watcher is left alone: the stop is that of whoever put it down."""
         ep = self._episodes.get(watcher)
-        if ep is not None:
+        if ep is not None and ep.healthy is not None:
             ep.ending = True
 
     def mute(self, watcher: str, until: float = math.inf) -> None:

@@ -7,6 +7,7 @@ circus's form whenever it round-trips exactly and falls back to a JSON object ot
 :func:`decode_config` reads both, and :func:`get_plugin_cmd` quotes every argument.
 """
 import configparser
+import fnmatch
 import ipaddress
 import json
 import math
@@ -171,6 +172,25 @@ def to_regex(value: Any, option: str, *, groups: Sequence[str] = ()) -> Pattern:
         raise ConfigError('option %r: %r has no (?P<%s>...) group'
                           % (option, value, missing[0]))
     return pattern
+
+
+def to_matcher(value: Any, option: str) -> Callable[[str], bool]:
+    """Read a filter of names: ``'*'`` (everything), comma- or space-separated globs
+    (``web-*, api``; ``*``, ``?`` and ``[...]`` as in shell patterns, case-sensitive),
+    or, when the value begins with ``re:``, a regular expression that must match the
+    whole name (``re:(web|api)-\\d+``). Returns a function ``name -> bool``."""
+    text = str(value).strip()
+    if text.startswith('re:'):
+        pattern = to_regex(text[3:], option)
+        return lambda name: pattern.fullmatch(name) is not None
+    globs = [glob for glob in re.split(r'[\s,]+', text) if glob]
+    if not globs:
+        raise ConfigError('option %r: %r names nothing (use * for every name)'
+                          % (option, value))
+    if '*' in globs:
+        return lambda name: True
+    pattern = re.compile('|'.join(fnmatch.translate(glob) for glob in globs))
+    return lambda name: pattern.match(name) is not None
 
 
 def to_url(value: Any, option: str, *,

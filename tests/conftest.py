@@ -4,9 +4,11 @@ import os
 import threading
 
 import pytest
+import trustme
 from tornado.ioloop import IOLoop
 
 from circus_plugins.testing import Circusd, EventRecorder, run_on_loop
+from receivers import WebhookReceiver
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS_DIR)
@@ -220,3 +222,25 @@ def loop():
     yield runner
     runner.stop()
     assert not runner.escaped
+
+
+# -- real servers for the alerts tests (tests/receivers.py) -----------------------------
+
+@pytest.fixture
+def receiver(loop):
+    r = WebhookReceiver(loop)
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope='module')
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope='module')
+def ca_file(ca, tmp_path_factory):
+    path = tmp_path_factory.mktemp('ca') / 'ca.pem'
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)

@@ -214,13 +214,20 @@ def test_repeats_come_before_a_recovery_that_is_further_off():
 
 def test_an_operator_ends_an_episode_after_its_pending_news_without_recovery():
     g = Grouper(group_wait=10, group_interval=100, repeat_interval=100, recovery_after=30)
-    g.add(Item('web', 'flapping_giveup', 0.0))
+    g.add(crash('web', 0))
     g.ended('web', 2.0)                      # stopped by hand: what is pending still goes
     [m] = g.due(10)
-    assert m.kinds == ('flapping_giveup',) and not m.repeat
+    assert m.kinds == ('crash',) and not m.repeat
     assert run(g, 1e6) == [] and g.next_wakeup(0) is None   # no repeat, no recovery
     g.add(crash('web', 50))                  # then a new episode, its own group_wait
     g.ended('web', 51)
     g.add(crash('web', 52))                  # a new item keeps the episode going
     assert [(m.at, m.counts, m.recovery) for m in run(g, 1e6)] == [
         (60, {'crash': 2}, False), (82, {}, True)]
+
+
+def test_the_stop_that_put_a_watcher_down_does_not_end_its_episode():
+    g = Grouper(group_wait=10, group_interval=100, repeat_interval=100, recovery_after=30)
+    g.add(Item('web', 'flapping_giveup', 0.0))   # told before circusd's stop event came
+    g.ended('web', 1.0)
+    assert [(m.at, m.repeat) for m in run(g, 250)] == [(10, False), (110, True), (210, True)]

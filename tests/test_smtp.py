@@ -2,7 +2,6 @@
 implicit TLS, certificates verified against a trustme authority, and the failures."""
 import asyncio
 import base64
-import contextlib
 import email
 import email.policy
 import logging
@@ -13,80 +12,12 @@ import time
 
 import pytest
 import trustme
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from tornado.ioloop import IOLoop
 
 from circus_plugins._smtp import SmtpError, SmtpSender, import_aiosmtplib
 from circus_plugins.errors import ConfigError, PluginLoadError
 from circus_plugins.testing import free_port
-
-USER = 'alerts'
-PASSWORD = 'Corr3ct-h0rse-battery'
-WRONG = 'Wr0ng-passw0rd-given'
-
-
-class Inbox:
-    """An aiosmtpd handler keeping what it receives, and an authenticator."""
-
-    def __init__(self):
-        self.mails = []  # (envelope, whether the session was TLS, authenticated)
-        self.logins = []
-
-    async def handle_DATA(self, server, session, envelope):
-        tls = (session.ssl is not None  # after STARTTLS; implicit TLS, below
-               or server.transport.get_extra_info('ssl_object') is not None)
-        self.mails.append((envelope, tls, session.authenticated))
-        return '250 OK'
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith('nobody@'):
-            return '550 5.1.1 no such user'
-        envelope.rcpt_tos.append(address)
-        return '250 OK'
-
-    def authenticate(self, server, session, envelope, mechanism, auth_data):
-        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == USER.encode()
-              and auth_data.password == PASSWORD.encode())
-        self.logins.append(ok)
-        return AuthResult(success=ok, handled=False)
-
-    def parsed(self, index=0):
-        return email.message_from_bytes(self.mails[index][0].original_content,
-                                         policy=email.policy.default)
-
-
-@pytest.fixture(scope='module')
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope='module')
-def ca_file(ca, tmp_path_factory):
-    path = tmp_path_factory.mktemp('ca') / 'ca.pem'
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-def server_context(ca):
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert('127.0.0.1', 'localhost').configure_cert(context)
-    return context
-
-
-@contextlib.contextmanager
-def smtp_server(**options):
-    """An aiosmtpd server on 127.0.0.1 with ``options`` (Controller's and SMTP's)."""
-    inbox = Inbox()
-    if options.pop('auth', False):
-        options.update(authenticator=inbox.authenticate, auth_require_tls=True)
-    controller = Controller(inbox, hostname='127.0.0.1', port=free_port(), **options)
-    controller.start()
-    try:
-        yield controller.port, inbox
-    finally:
-        controller.stop()
-
+from receivers import PASSWORD, USER, WRONG, server_context, smtp_server
 
 def sender(port, tls='none', **options):
     options.setdefault('mail_from', 'Circus <circus@example.org>')

@@ -1,69 +1,10 @@
 """Webhooks: each format as a receiver gets it, 429 and a receiver down, through the outbox."""
-import json
 import logging
-
-import pytest
-from tornado.httpserver import HTTPServer
-from tornado.web import Application, RequestHandler
 
 from circus_plugins._outbox import Outbox
 from circus_plugins._webhook import Notice, Webhook, retry_after_seconds
-from circus_plugins.testing import free_port, wait_for
-
-TOKEN = 'B0123456789ABCDEFGHIJ'
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1: records ``(loop time, json body)``; answers each
-    request with the next of :attr:`answers` (``(status, headers)``), then 200."""
-
-    def __init__(self, loop):
-        self.loop = loop
-        self.port = free_port()
-        self.got = []
-        self.answers = []
-        self.server = None
-        receiver = self
-
-        class Hook(RequestHandler):
-            def post(self, *args):
-                if receiver.answers:
-                    status, headers = receiver.answers.pop(0)
-                    self.set_status(status)
-                    for name, value in headers.items():
-                        self.set_header(name, value)
-                    return self.finish('slow down')
-                receiver.got.append((receiver.loop.loop.time(),
-                                     json.loads(self.request.body)))
-                self.finish('ok')
-        # the receiver's access log is the receiver's, not ours: quiet
-        self.app = Application([(r'/services/(.*)', Hook)], log_function=lambda h: None)
-
-    def start(self):
-        def listen():
-            self.server = HTTPServer(self.app)
-            self.server.listen(self.port, '127.0.0.1')
-        self.loop.call(listen)
-
-    def stop(self):
-        if self.server is not None:
-            self.loop.call(self.server.stop)
-
-    @property
-    def url(self):
-        return 'http://127.0.0.1:%d/services/T0/%s?sig=%s' % (self.port, TOKEN, TOKEN)
-
-    def bodies(self):
-        return [body for _, body in self.got]
-
-
-@pytest.fixture
-def receiver(loop):
-    r = Receiver(loop)
-    r.start()
-    yield r
-    r.stop()
-
+from circus_plugins.testing import wait_for
+from receivers import TOKEN, WebhookReceiver
 
 NOTICE = Notice('web crashed', kind='crash', watcher='web', text='exit 3 after 2 s',
                 facts=[('host', 'h1'), ('exit code', '3')], output=['boom <1>', 'bye'])
@@ -137,7 +78,7 @@ def test_429_is_honoured_in_order(loop, receiver, caplog):
 
 def test_receiver_down_then_up(loop, caplog):
     caplog.set_level(logging.DEBUG)
-    receiver = Receiver(loop)                    # not listening yet: refused
+    receiver = WebhookReceiver(loop)                    # not listening yet: refused
     hook = Webhook(receiver.url, 'json', connect_timeout=1, request_timeout=2)
     outbox = loop.call(lambda: Outbox(hook.send, loop.loop, retry_delay=0.05,
                                       max_retry_delay=0.1))
