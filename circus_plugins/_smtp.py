@@ -35,7 +35,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 from ._log import plugin_logger
 from ._redact import add_secret, redact_text
 from .config import MAX_SECONDS, to_host, to_number
-from .errors import CircusPluginError, ConfigError, PluginLoadError
+from ._outbox import SendError
+from .errors import ConfigError, PluginLoadError
 
 #: The TLS modes, and the port each uses when none is given.
 TLS_MODES = {'none': 25, 'starttls': 587, 'tls': 465}
@@ -48,7 +49,7 @@ _ADDRESS = re.compile(r'[^@\s<>",;\x00-\x1f\x7f]+@[^@\s<>",;\x00-\x1f\x7f]+')
 _CONTROL = re.compile(r'[\x00-\x1f\x7f]+')
 
 
-class SmtpError(CircusPluginError):
+class SmtpError(SendError):
     """A mail could not be sent (the server could not be reached, refused TLS, the
     login or the mail, or did not answer in time). Its message holds no password."""
 

@@ -1,13 +1,20 @@
 """The alerts plugin under a real circusd 0.19, sending to real servers on 127.0.0.1: an SMTP
 server (aiosmtpd, STARTTLS and AUTH) and a webhook receiver (tornado)."""
 import contextlib
+import json
 import logging
 import sys
+import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from circus_plugins.alerts import Alerts
-from circus_plugins.testing import free_port, run_on_loop, wait_for
+from circus_plugins.errors import ConfigError
+from circus_plugins.events import plugin_event
+from circus_plugins.testing import (PluginProcess, ScriptedCircusd, free_port, run_on_loop,
+                                    wait_for)
+from conftest import PLUGIN_ENV
 from receivers import PASSWORD, TOKEN, USER, server_context, smtp_server
 
 HEALTHY = {'cmd': 'sleep 1000'}
@@ -128,3 +135,226 @@ def test_an_operators_stop_restart_and_decr_send_nothing(start_circusd, receiver
         seen_after(circusd, plugin)
         assert not pending(plugin)  # nothing to send, now or later
     assert receiver.bodies() == []
+
+
+def test_a_storm_stays_within_its_bound(start_circusd, tmp_path, receiver):
+    """10 watchers crashing five times a second for 5 s: at most 1 + T // group_interval
+    messages per watcher in T seconds, a fraction of the crashes."""
+    names = ['w%d' % n for n in range(10)]
+    circusd = start_circusd(watchers={name: crasher(tmp_path, name) for name in names},
+                            circus={'check_delay': 0.2})
+    with running(circusd, webhook_url=receiver.url, group_wait=0.3, group_interval=1.5,
+                 recovery_after=100) as plugin:
+        began = plugin.loop.time()
+        wait_for(lambda: len(receiver.bodies()) >= 10 + 10, timeout=8,
+                 what='two messages per watcher')
+        wait_for(lambda: run_on_loop(plugin.loop, lambda: sum(
+            plugin.grouper._episodes[w].totals.get('crash', 0)
+            for w in plugin.grouper._episodes)) >= 150, timeout=8, what='150 crashes')
+        run_on_loop(plugin.loop, lambda: None)
+        ended = plugin.loop.time()
+        crashes = run_on_loop(plugin.loop, lambda: sum(
+            ep.totals.get('crash', 0) for ep in plugin.grouper._episodes.values()))
+    bound = 1 + (ended - began) // 1.5
+    for name in names:
+        mine = about(receiver, name)
+        assert 1 <= len(mine) <= bound, (name, len(mine), bound)
+        told = sum(int(f['value'].split()[0]) for b in mine for f in b['facts']
+                   if f['name'] == 'events')
+        assert told <= crashes
+    assert len(receiver.bodies()) * 5 <= crashes
+
+
+def test_mail_server_down_then_up_gets_every_alert_in_order(start_circusd, tmp_path,
+                                                             receiver, caplog):
+    port = free_port()
+    circusd = start_circusd(watchers={'a': crasher(tmp_path, 'a'), 'b': crasher(tmp_path, 'b')})
+    with running(circusd, webhook_url=receiver.url, smtp_host='127.0.0.1', smtp_port=port,
+                 smtp_tls='none', mail_to='ops@example.org', group_interval=0.5):
+        wait_for(lambda: len(receiver.bodies()) >= 4, timeout=6, what='4 alerts by webhook')
+        with smtp_server(port=port) as (_, inbox):
+            told = [body['text'] for body in receiver.bodies()]  # each names its pids
+            wait_for(lambda: len(inbox.mails) >= len(told), timeout=5,
+                     what='the mails once the server is up')
+            mails = [inbox.parsed(n).get_content() for n in range(len(told))]
+    assert all(text in mail for text, mail in zip(told, mails)), (told, mails)
+    failures = [r for r in caplog.records if 'sending failed (' in r.getMessage()
+                and r.levelno == logging.WARNING]
+    assert len(failures) == 1 and 'mail to 127.0.0.1:%d' % port in failures[0].getMessage()
+
+
+def test_a_429_retry_after_is_honoured(start_circusd, tmp_path, receiver):
+    receiver.answers = [(429, {'Retry-After': '1'})]
+    circusd = start_circusd(watchers={'crasher': crasher(tmp_path)})
+    with running(circusd, webhook_url=receiver.url, retry_delay=0.05):
+        wait_for(lambda: about(receiver, 'crasher'), timeout=6, what='the alert, after 429')
+    first, second = receiver.attempts[:2]
+    assert second - first >= 0.95  # not the 0.05 s of retry_delay
+
+
+def test_flappings_giveup_in_the_same_host_is_alerted_as_such(start_circusd, tmp_path,
+                                                              receiver):
+    circusd = start_circusd(watchers={'flaky': {'cmd': sys.executable + ' -c "exit(3)"'}})
+    sections = {
+        'flapping': {'use': 'circus_plugins.flapping.Flapping', 'attempts': 2, 'window': 1,
+                     'retry_in': 0.5, 'max_retry': 1},
+        'alerts': dict(FAST, use='circus_plugins.alerts.Alerts', webhook_url=receiver.url,
+                       webhook_format='json', group_interval=0.5),
+    }
+    text = '[circus]\nendpoint = %s\npubsub_endpoint = %s\ncheck_delay = 1\n\n' % (
+        circusd.endpoint, circusd.pubsub_endpoint)
+    for name, options in sections.items():
+        text += '[plugin:%s]\n%s\n\n' % (name, '\n'.join('%s = %s' % o for o in options.items()))
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text(text)
+    with PluginProcess('', circusd, args=['--ini', str(ini), '--all'], env=PLUGIN_ENV):
+        [giveup] = wait_for(lambda: about(receiver, 'flaky', 'flapping_giveup'), timeout=9,
+                            what='the give-up alert')
+    assert giveup['title'] == 'flaky stopped for good: it kept crashing (flapping)'
+    assert 'flapping_giveup' in facts(giveup)['events']
+    assert '(flapping: attempts=1, max_retry=1)' in giveup['text']
+    assert circusd.status('flaky') == 'stopped'
+    assert about(receiver, 'flaky', 'recovered') == []  # it is down, not recovered
+
+
+def test_circusd_stopping_a_watcher_by_itself_is_alerted(start_circusd, tmp_path, receiver):
+    script = tmp_path / 'once.sh'  # runs once, then cannot be executed any more
+    script.write_text('#!/bin/sh\nchmod -x "$0"\nexit 1\n')
+    script.chmod(0o755)
+    circusd = start_circusd(watchers={'once': {'cmd': str(script)}, 'marker': MARKER})
+    with running(circusd, webhook_url=receiver.url) as plugin:
+        [stopped] = wait_for(lambda: about(receiver, 'once', 'stopped'), timeout=6,
+                             what='the stopped alert')
+        circusd.call('stop', name='marker')  # an operator's stop of another: nothing
+        seen_after(circusd, plugin)
+    assert stopped['title'] == 'once stopped by circusd: it could not start it again'
+    assert facts(stopped)['events'] == '1 crash, 1 stopped'
+    assert circusd.status('once') == 'stopped'
+    assert about(receiver, 'marker') == []
+
+
+def test_a_muted_watcher_sends_nothing_and_a_past_mute_is_over(start_circusd, tmp_path,
+                                                                receiver):
+    circusd = start_circusd(watchers={
+        'quiet': crasher(tmp_path, 'quiet', **{'alerts.mute': 'true'}),
+        'loud': crasher(tmp_path, 'loud', **{'alerts.mute': '2000-01-01T00:00'})})
+    with running(circusd, webhook_url=receiver.url) as plugin:
+        wait_for(lambda: about(receiver, 'loud'), timeout=6, what="loud's alert")
+        wait_for(lambda: run_on_loop(plugin.loop, lambda: plugin.grouper.untold('quiet')),
+                 what="quiet's crashes counted as muted")
+        assert not run_on_loop(plugin.loop, lambda: 'quiet' in plugin.grouper._episodes)
+    assert about(receiver, 'quiet') == []
+
+
+def test_output_not_in_a_file_is_said(start_circusd, tmp_path, receiver):
+    watcher = crasher(tmp_path)
+    del watcher['stdout_stream.class'], watcher['stdout_stream.filename']
+    circusd = start_circusd(watchers={'crasher': watcher})
+    with running(circusd, webhook_url=receiver.url):
+        [body] = wait_for(lambda: about(receiver, 'crasher'), timeout=6, what='the alert')
+    assert body['output'] == []
+    assert facts(body)['output'] == ("circusd does not write this watcher's stdout or "
+                                     "stderr to a file")
+
+
+def test_a_plugin_section_run_by_circusd_alerts(start_circusd, tmp_path, receiver):
+    options = dict(FAST, use='circus_plugins.alerts.Alerts', webhook_url=receiver.url,
+                   webhook_format='json')
+    circusd = start_circusd(watchers={'crasher': crasher(tmp_path)},
+                            plugins={'alerts': options})
+    [body] = wait_for(lambda: about(receiver, 'crasher'), timeout=8, what='the alert')
+    assert body['output'][-1].startswith('last words of ')
+    assert circusd.status('plugin:alerts') == 'active'
+
+
+# -- rules, with circusd's replies scripted --------------------------------------------
+
+NOWHERE = ('tcp://127.0.0.1:%d' % free_port(), 'tcp://127.0.0.1:%d' % free_port())
+
+
+def scripted(receiver, options=None, **config):
+    """An Alerts plugin fed by hand; ``options`` is what circusd's ``options`` says."""
+    settings = dict(FAST, webhook_url=receiver.url, webhook_format='json')
+    settings.update(config)
+    plugin = Alerts(*NOWHERE, 1.0, **{k: str(v) for k, v in settings.items()})
+    reply = {'status': 'ok', 'options': options or {}}
+    return ScriptedCircusd(plugin, {'options': reply, 'list': {'status': 'ok',
+                                                               'watchers': []}})
+
+
+def test_run_time_and_signal_come_from_spawn_and_reap(receiver):
+    now = time.time()
+    with scripted(receiver) as circusd:
+        circusd.feed('web', 'spawn', process_pid=10, time=now - 2.5)
+        circusd.feed('web', 'reap', process_pid=10, time=now, exit_code=-9)
+        [body] = wait_for(lambda: about(receiver, 'web'), what='the alert')
+        assert circusd.escaped == []
+    assert 'pid 10, killed by SIGKILL, ran 2.5 s' in body['text']
+
+
+def test_a_down_watcher_recovers_only_once_it_runs_again(receiver):
+    giveup = plugin_event('flapping', 'web', 'flapping_giveup', attempts=5, max_retry=5)
+    with scripted(receiver, recovery_after=0.2, repeat_interval=1000) as circusd:
+        circusd.feed_raw(giveup)
+        wait_for(lambda: about(receiver, 'web'), what='the give-up alert')
+        circusd.elapse(0.5)                  # down: no recovery however long it lasts
+        assert [b['kind'] for b in about(receiver, 'web')] == ['flapping_giveup']
+        circusd.feed('web', 'start', time=time.time())
+        wait_for(lambda: about(receiver, 'web', 'recovered'), what='the recovery')
+        assert circusd.escaped == []
+
+
+def test_output_of_both_files_and_a_bad_mute_is_ignored_by_name(receiver, tmp_path, caplog):
+    (tmp_path / 'out').write_text('one\ntwo\n')
+    (tmp_path / 'err').write_text('oops\n')
+    options = {'stdout_stream_conf': {'filename': str(tmp_path / 'out')},
+               'stderr_stream_conf': {'filename': str(tmp_path / 'err')},
+               'alerts.mute': 'sometimes'}
+    with scripted(receiver, options) as circusd:
+        circusd.feed('web', 'reap', process_pid=10, time=time.time(), exit_code=2)
+        [body] = wait_for(lambda: about(receiver, 'web'), what='the alert')
+    assert body['output'] == ['==> stderr <==', 'oops', '==> stdout <==', 'one', 'two']
+    assert ("web': option alerts.mute ignored: 'sometimes' is neither true/false nor a date"
+            in caplog.text)
+
+
+def test_untrusted_events_never_escape_and_alerts_still_flow(receiver):
+    fields = st.dictionaries(
+        st.sampled_from(['process_pid', 'time', 'exit_code', 'plugin', 'x']),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                  st.lists(st.integers(), max_size=2)))
+    topic = st.one_of(
+        st.binary(max_size=30),
+        st.builds(lambda kind, w, a: ('%s.%s.%s' % (kind, w, a)).encode(),
+                  st.sampled_from(['watcher', 'plugin']), st.text(max_size=8),
+                  st.sampled_from(['spawn', 'reap', 'kill', 'stop', 'start', 'add',
+                                   'remove', 'updated', 'crash', 'flapping_giveup'])))
+    body = st.one_of(st.binary(max_size=30), fields.map(lambda f: json.dumps(f).encode()))
+    with scripted(receiver) as circusd:
+        @settings(max_examples=150, deadline=None)
+        @given(st.lists(st.tuples(topic, body), max_size=6))
+        def feed(events):
+            circusd.feed_raw(*events)
+        feed()
+        assert circusd.escaped == []
+        circusd.feed('after', 'reap', process_pid=10, time=time.time(), exit_code=1)
+        wait_for(lambda: about(receiver, 'after'), what='an alert after the junk')
+
+
+@pytest.mark.parametrize('config, says', [
+    ({}, 'nowhere to send alerts'),
+    ({'webhook_url': 'ftp://x'}, "option 'webhook_url'"),
+    ({'webhook_url': 'http://x/1', 'webhook_format': 'irc'}, "'irc' is not one of"),
+    ({'webhook_url': 'http://x/1 http://x/2', 'webhook_format': 'json slack teams'},
+     '3 formats for 2 webhook_url'),
+    ({'webhook_url': 'http://x/1', 'events': 'crash, bad kind!'}, "option 'events'"),
+    ({'webhook_url': 'http://x/1', 'group_interval': '0'}, '0 < group_interval'),
+    ({'webhook_url': 'http://x/1', 'watchers': 're:(('}, "option 'watchers'"),
+    ({'smtp_host': '127.0.0.1'}, "option 'mail_to': needed"),
+    ({'mail_to': 'ops@example.org'}, "option 'smtp_host': needed"),
+    ({'smtp_host': '127.0.0.1', 'mail_to': 'nobody'}, "option 'mail_to': 'nobody'"),
+])
+def test_bad_options_are_refused_naming_them(config, says):
+    with pytest.raises(ConfigError) as raised:
+        Alerts(*NOWHERE, 1.0, **config)
+    assert str(raised.value).startswith('plugin alerts: ') and says in str(raised.value)
