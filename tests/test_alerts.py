@@ -91,6 +91,7 @@ def test_a_crash_arrives_by_mail_and_webhook_with_exit_code_and_last_lines(
     text = mail.get_content()
     assert 'exit code 3' in text and '    last words of %s' % pid in text
     assert about(receiver, 'healthy') == []
+    assert PASSWORD not in text and TOKEN not in str(body)
     for record in caplog.records:  # no password, no webhook token, in any log line
         line = record.getMessage() + (record.exc_text or '')
         assert PASSWORD not in line and TOKEN not in line, line
@@ -126,14 +127,26 @@ def seen_after(circusd, plugin):
 MARKER = dict(HEALTHY, autostart=False)
 
 
-def test_an_operators_stop_restart_and_decr_send_nothing(start_circusd, receiver):
+def test_an_operators_commands_and_circusds_shutdown_send_nothing(start_circusd, receiver):
     circusd = start_circusd(watchers={'web': dict(HEALTHY, numprocesses=2),
                                       'marker': MARKER})
     with running(circusd, webhook_url=receiver.url) as plugin:
-        for command in ('restart', 'decr', 'incr', 'stop', 'start', 'stop'):
+        for command in ('restart', 'decr', 'incr', 'stop', 'start'):
             circusd.call(command, name='web')
+        with open(circusd.ini_path) as ini:   # a changed command: reloadconfig replaces it
+            text = ini.read()
+        with open(circusd.ini_path, 'w') as ini:
+            ini.write(text.replace('sleep 1000', 'sleep 1001'))
+        circusd.call('reloadconfig')
+        wait_for(lambda: len(circusd.pids('web')) == 2, what='web after reloadconfig')
         seen_after(circusd, plugin)
         assert not pending(plugin)  # nothing to send, now or later
+        pids = circusd.pids('web')
+        circusd.call('quit')
+        wait_for(lambda: run_on_loop(plugin.loop, lambda: not set(pids) & set(
+            plugin._watchers['web'].spawned)), what='the reaps of the shutdown')
+        assert not pending(plugin)
+        circusd.process.wait(5)
     assert receiver.bodies() == []
 
 
