@@ -39,12 +39,13 @@ _SAID = {
 
 def duration(seconds: Optional[float]) -> str:
     """``"0.4 s"``, ``"45 s"``, ``"3 min 20 s"``, ``"2 h 5 min"``, ``"3 d 4 h"``."""
-    if seconds is None:
+    try:
+        seconds = max(0.0, float(seconds))
+        whole = int(round(seconds))
+    except (TypeError, ValueError, OverflowError):  # None, not a number, infinite
         return 'unknown'
-    seconds = max(0.0, float(seconds))
     if seconds < 10:
         return '%.1f s' % seconds
-    whole = int(round(seconds))
     for size, unit, small, small_unit in ((86400, 'd', 3600, 'h'), (3600, 'h', 60, 'min'),
                                           (60, 'min', 1, 's')):
         if whole >= size:
@@ -177,3 +178,21 @@ def mail_for(notice: Notice, dropped: int = 0) -> Tuple[str, str]:
         body += ['', '(%s)' % _dropped_line(dropped)]
     body += ['', '-- ', 'circus-plugins alerts']
     return notice.title, '\n'.join(body) + '\n'
+
+
+def notice_for_many(notices: Sequence[Notice], host: str) -> Notice:
+    """One notice for the notices about several watchers that are due together (a
+    database outage makes every watcher that needs it crash at once): one line each,
+    the worst kind first; their output is left out."""
+    rank = {kind: place for place, kind in enumerate(KINDS + ('', 'repeat', 'recovered'))}
+    order = sorted(notices, key=lambda n: rank.get(n.kind, len(KINDS)))  # stable
+    worst = order[0].kind
+    names = [str(n.watcher) for n in notices]
+    shown = ', '.join(names[:5]) + (', ...' if len(names) > 5 else '')
+    lines = []
+    for notice in order:
+        events = dict(notice.facts).get('events')
+        lines.append('%s%s' % (notice.title, ' (%s)' % events if events else ''))
+    return Notice(title='%d watchers: %s' % (len(notices), shown), kind=worst, watcher=None,
+                  text='\n'.join(lines), facts=[('host', host),
+                                                ('watchers', str(len(notices)))])

@@ -34,7 +34,7 @@ import time
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._alert_text import KINDS, mail_for, notice_for
+from ._alert_text import KINDS, mail_for, notice_for, notice_for_many
 from ._grouping import Grouper, Item
 from ._outbox import Outbox
 from ._smtp import SmtpSender
@@ -132,6 +132,12 @@ class Alerts(CircusPlugin):
                 down_kinds=frozenset({'flapping', 'flapping_giveup', 'stopped'}))
         except ValueError as exc:
             raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
+        #: More watchers than this with a message due together get one message
+        #: between them (0: never).
+        self.fold_watchers = o('fold_watchers', 3, int, minimum=0, maximum=MAX_COUNT)
+        # Messages due this soon after the first are sent with it, to be folded: the
+        # watchers an outage hits crash in the same reap pass, a few ms apart.
+        self._slack = min(1.0, self.grouper.group_wait, self.grouper.group_interval / 4)
         self.queue_size = o('queue_size', 100, int, minimum=1, maximum=MAX_COUNT)
         self.retry_delay = o('retry_delay', 5.0, float, minimum=0.001, maximum=MAX_SECONDS)
         self.max_retry_delay = o('max_retry_delay', 300.0, float, minimum=self.retry_delay,
@@ -408,8 +414,11 @@ class Alerts(CircusPlugin):
             if reading:  # a crash's output and a mute are due before its message
                 await asyncio.wait(reading, timeout=self.call_timeout + 1)
             now, wall = self.loop.time(), time.time()
-            for message in self.grouper.due(now):
-                notice = notice_for(message, self.hostname, wall, now)
+            notices = [notice_for(message, self.hostname, wall, now)
+                       for message in self.grouper.due(now + self._slack)]
+            if self.fold_watchers and len(notices) > self.fold_watchers:
+                notices = [notice_for_many(notices, self.hostname)]
+            for notice in notices:
                 self.log.info('alert: %s', notice.title)
                 for box in self._outboxes:
                     box.put(notice)

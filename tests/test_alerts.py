@@ -157,7 +157,7 @@ def test_a_storm_stays_within_its_bound(start_circusd, tmp_path, receiver):
     circusd = start_circusd(watchers={name: crasher(tmp_path, name) for name in names},
                             circus={'check_delay': 0.2})
     with running(circusd, webhook_url=receiver.url, group_wait=0.3, group_interval=1.5,
-                 recovery_after=100) as plugin:
+                 recovery_after=100, fold_watchers=0) as plugin:
         began = plugin.loop.time()
         wait_for(lambda: len(receiver.bodies()) >= 10 + 10, timeout=8,
                  what='two messages per watcher')
@@ -303,6 +303,25 @@ def test_run_time_and_signal_come_from_spawn_and_reap(receiver):
         [body] = wait_for(lambda: about(receiver, 'web'), what='the alert')
         assert circusd.escaped == []
     assert 'pid 10, killed by SIGKILL, ran 2.5 s' in body['text']
+
+
+def test_watchers_in_trouble_together_share_one_message(receiver):
+    names = ['db-%d' % n for n in range(5)]
+    with scripted(receiver, group_wait=0.3, recovery_after=0.6) as circusd:
+        for pid, name in enumerate(names, 10):      # an outage: all crash in one pass
+            circusd.feed(name, 'reap', process_pid=pid, time=time.time(), exit_code=1)
+        circusd.feed('giveup', 'reap', process_pid=9, time=time.time(), exit_code=1)
+        circusd.feed_raw(plugin_event('flapping', 'giveup', 'flapping_giveup'))
+        wait_for(lambda: len(receiver.bodies()) >= 2, what='the alert and the recoveries')
+        assert circusd.escaped == []
+    alert, recovered = receiver.bodies()[:2]
+    assert alert['title'] == '6 watchers: db-0, db-1, db-2, db-3, db-4, ...'
+    assert alert['watcher'] is None and alert['kind'] == 'flapping_giveup'
+    lines = alert['text'].splitlines()
+    assert lines[0].startswith('giveup stopped for good') and len(lines) == 6
+    assert lines[1] == 'db-0 crashed (1 crash)'
+    assert recovered['title'] == '5 watchers: db-0, db-1, db-2, db-3, db-4'
+    assert recovered['kind'] == 'recovered' and len(receiver.bodies()) == 2
 
 
 def test_a_down_watcher_recovers_only_once_it_runs_again(receiver):
