@@ -19,7 +19,8 @@ def tail(path: str, lines: int, max_bytes: int) -> Tuple[List[str], str]:
     """The last ``lines`` lines of the file at ``path``, within its last ``max_bytes``
     bytes, and ``''``; or ``[]`` and why they could not be read (one line, for a
     message). Lines lose their line ends and control characters; the first line is
-    dropped when the bytes read begin in its middle. Reading takes one ``seek`` and one
+    dropped when the bytes read begin in its middle, unless it is the only one (a line
+    longer than ``max_bytes``: its end is kept). Reading takes one ``seek`` and one
     ``read`` of at most ``max_bytes``: quick on a local file."""
     if lines <= 0 or max_bytes <= 0:
         return [], ''
@@ -31,8 +32,8 @@ def tail(path: str, lines: int, max_bytes: int) -> Tuple[List[str], str]:
             data = stream.read(max_bytes)
     except OSError as exc:
         return [], 'cannot read %s: %s' % (path, exc.strerror or exc)
-    if start and b'\n' in data:
-        data = data[data.index(b'\n') + 1:]  # a cut line: keep whole ones only
+    if start and b'\n' in data[:-1]:  # a cut line and more: keep whole ones only
+        data = data[data.index(b'\n') + 1:]
     text = data.decode('utf-8', 'replace').replace('\r\n', '\n')
     found = text.split('\n')
     if found and found[-1] == '':

@@ -9,7 +9,8 @@ import pytest
 from circus_plugins import ConfigError, PluginLoadError, decode_config, encode_config, \
     get_plugin_cmd
 from circus_plugins.config import LARGEST, add_secret, read_ini_plugin, redact_error, \
-    redact_text, redact_url, to_bool, to_host, to_name, to_number, to_signum, url_secrets
+    redact_text, redact_url, to_bool, to_host, to_matcher, to_name, to_number, to_signum, \
+    url_secrets
 from circus_plugins.testing import wait_for
 
 NASTY = {
@@ -214,3 +215,48 @@ def test_config_errors_do_not_show_credentials():
         with pytest.raises(ConfigError) as info:
             decode_config(text)
         assert 's3cret' not in str(info.value) and 'u:***@h' in str(info.value)
+
+
+def matches(value, names):
+    match = to_matcher(value, 'watchers')
+    return [name for name in names if match(name)]
+
+
+def test_to_matcher_star_matches_every_name():
+    assert matches('*', ['web', '', 'a b', 'x.y', 'two\nlines']) == [
+        'web', '', 'a b', 'x.y', 'two\nlines']
+    assert matches(' api, * ', ['web', 'api']) == ['web', 'api']
+
+
+def test_to_matcher_globs_separated_by_commas_or_spaces_match_whole_names():
+    names = ['web-1', 'web-', 'web', 'xweb-1', 'api', 'api2', 'db', 'cache', 'queue']
+    assert matches('web-*, api', names) == ['web-1', 'web-', 'api']
+    assert matches('db,cache\tqueue', names) == ['db', 'cache', 'queue']
+
+
+def test_to_matcher_character_classes_and_question_marks():
+    names = ['web-1', 'web-7', 'web-a', 'web-10']
+    assert matches('web-[0-5]', names) == ['web-1']
+    assert matches('web-[!0-9]', names) == ['web-a']
+    assert matches('web-?', names) == ['web-1', 'web-7', 'web-a']
+
+
+def test_to_matcher_is_case_sensitive():
+    assert matches('Web-*', ['web-1', 'Web-1', 'WEB-1']) == ['Web-1']
+    assert matches('re:web', ['web', 'WEB']) == ['web']
+
+
+def test_to_matcher_re_prefix_is_a_regular_expression_matching_the_whole_name():
+    names = ['web-12', 'api-3', 'web-12x', 'xweb-1', 'web-', 'web-*']
+    assert matches(r're:(web|api)-\d+', names) == ['web-12', 'api-3']
+
+
+def test_to_matcher_refuses_a_bad_regular_expression_naming_the_option():
+    with pytest.raises(ConfigError, match="option 'watchers': '\\(' is not a regular expression"):
+        to_matcher('re:(', 'watchers')
+
+
+@pytest.mark.parametrize('value', ['', '   ', ', ,'])
+def test_to_matcher_refuses_a_value_naming_nothing(value):
+    with pytest.raises(ConfigError, match="option 'watchers': .* names nothing"):
+        to_matcher(value, 'watchers')
