@@ -248,6 +248,8 @@ class Alerts(CircusPlugin):
                     'time': when, 'plugin': _shown(event.plugin, 64), 'details': details}))
         else:
             why = self.exits.see(event)
+            if action in ('reap', 'stop'):
+                self.log.debug('%s: %s %s %s', shorten(w), action, event.pid(), why or '')
             if action == 'reap':
                 self._reaped(event, why, now, when)
             elif action == 'spawn':
