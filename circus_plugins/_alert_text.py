@@ -8,6 +8,7 @@ since the epoch, when it happened), and for a crash ``pid``, ``exit_code`` or
 ``signal``, ``ran_for`` (seconds), ``output`` (lines) with ``output_from`` or
 ``output_note``; for a plugin-made event ``plugin`` and ``details`` (a dict).
 """
+import math
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -40,10 +41,13 @@ _SAID = {
 def duration(seconds: Optional[float]) -> str:
     """``"0.4 s"``, ``"45 s"``, ``"3 min 20 s"``, ``"2 h 5 min"``, ``"3 d 4 h"``."""
     try:
-        seconds = max(0.0, float(seconds))
-        whole = int(round(seconds))
-    except (TypeError, ValueError, OverflowError):  # None, not a number, infinite
+        value = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # None, not a number, too big
         return 'unknown'
+    if not math.isfinite(value):
+        return 'unknown'
+    seconds = max(0.0, value)
+    whole = int(round(seconds))
     if seconds < 10:
         return '%.1f s' % seconds
     for size, unit, small, small_unit in ((86400, 'd', 3600, 'h'), (3600, 'h', 60, 'min'),
@@ -102,14 +106,14 @@ def _counts(counts: Dict[str, int]) -> str:
 
 
 def _last_output(items: Sequence[Item]) -> Tuple[List[str], List[Tuple[str, str]]]:
-    """The output lines of the latest crash that has some, and facts about them."""
-    for item in reversed(items):
-        facts = item.facts
-        if item.kind not in ('crash', 'exit'):
-            continue
+    """The output lines of the latest crash that has some, and facts about them; else
+    why the latest crash has none."""
+    crashes = [item.facts for item in items if item.kind in ('crash', 'exit')]
+    for facts in reversed(crashes):
         if facts.get('output'):
             return list(facts['output']), [('output of', 'pid %s, %s' % (
                 facts.get('pid'), facts.get('output_from') or 'its stream'))]
+    for facts in reversed(crashes):
         if facts.get('output_note'):
             return [], [('output', str(facts['output_note']))]
     return [], []

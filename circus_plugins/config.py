@@ -181,7 +181,7 @@ def to_matcher(value: Any, option: str) -> Callable[[str], bool]:
     whole name (``re:(web|api)-\\d+``). Returns a function ``name -> bool``."""
     text = str(value).strip()
     if text.startswith('re:'):
-        pattern = to_regex(text[3:], option)
+        pattern = to_regex(text[3:].strip(), option)
         return lambda name: pattern.fullmatch(name) is not None
     globs = [glob for glob in re.split(r'[\s,]+', text) if glob]
     if not globs:

@@ -1,10 +1,11 @@
 """A grouped message put into words: notices and mails (circus_plugins._alert_text)."""
+import dataclasses
 import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from circus_plugins._alert_text import KINDS, duration, mail_for, notice_for
+from circus_plugins._alert_text import KINDS, duration, mail_for, notice_for, notice_for_many
 from circus_plugins._grouping import Item, Message
 from circus_plugins._webhook import Notice
 
@@ -43,7 +44,8 @@ def notice(message):
     (None, 'unknown'), (0.44, '0.4 s'), (-5, '0.0 s'), (9.94, '9.9 s'), (45, '45 s'),
     (59.6, '1 min'), (60, '1 min'), (200, '3 min 20 s'), (3600, '1 h'), (7500, '2 h 5 min'),
     (86400, '1 d'), (3 * 86400 + 4 * 3600 + 59, '3 d 4 h'),
-    (float('inf'), 'unknown'), (10 ** 400, 'unknown'), ('soon', 'unknown')])
+    (float('inf'), 'unknown'), (float('nan'), 'unknown'), (10 ** 400, 'unknown'),
+    ('soon', 'unknown')])
 def test_duration(seconds, said):
     assert duration(seconds) == said
 
@@ -189,3 +191,28 @@ def test_odd_names_and_facts_never_make_a_notice_or_mail_raise(
     n = notice_for(m, 'web1', WALL, MONO)
     subject, body = mail_for(n, dropped)
     assert subject == n.title and body.startswith(n.title)
+
+
+def test_many_watchers_due_together_are_one_notice_worst_first():
+    crashed = notice(dataclasses.replace(news(Item('db', 'crash', MONO - 5, {
+        'time': WALL - 5, 'pid': 1, 'exit_code': 1})), watcher='db'))
+    gaveup = notice(news(Item('web', 'flapping_giveup', MONO - 3,
+                              {'time': WALL - 3, 'plugin': 'flapping', 'details': {}})))
+    recovered = notice(Message('api', MONO, since=MONO - 90, totals={'crash': 4},
+                               recovery=True, down_for=30.0))
+    many = notice_for_many([crashed, recovered, gaveup], 'web1')
+    assert many.title == '3 watchers: db, api, web'
+    assert many.kind == 'flapping_giveup' and many.watcher is None and many.output == []
+    assert many.text.splitlines() == [
+        gaveup.title + ' (1 flapping_giveup)', crashed.title + ' (1 crash)',
+        recovered.title + ' (4 crash)']
+    assert dict(many.facts) == {'host': 'web1', 'watchers': '3'}
+
+
+def test_an_earlier_crashs_output_is_shown_when_the_latest_has_none():
+    m = news(Item('web', 'crash', MONO - 5, {'time': WALL - 5, 'pid': 1, 'exit_code': 1,
+                                             'output': ['boom'], 'output_from': 'stdout f'}),
+             Item('web', 'crash', MONO - 4, {'time': WALL - 4, 'pid': 2, 'exit_code': 1,
+                                             'output_note': 'cannot read f: gone'}))
+    n = notice(m)
+    assert n.output == ['boom'] and dict(n.facts)['output of'] == 'pid 1, stdout f'

@@ -260,3 +260,7 @@ def test_to_matcher_refuses_a_bad_regular_expression_naming_the_option():
 def test_to_matcher_refuses_a_value_naming_nothing(value):
     with pytest.raises(ConfigError, match="option 'watchers': .* names nothing"):
         to_matcher(value, 'watchers')
+
+
+def test_to_matcher_regex_ignores_space_after_its_prefix():
+    assert to_matcher('re: web-\\d+', 'watchers')('web-1')
