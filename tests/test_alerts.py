@@ -402,3 +402,24 @@ def test_bad_options_are_refused_naming_them(config, says):
     with pytest.raises(ConfigError) as raised:
         Alerts(*NOWHERE, 1.0, **config)
     assert str(raised.value).startswith('plugin alerts: ') and says in str(raised.value)
+
+
+def test_watchers_and_events_filters(receiver):
+    giveup = plugin_event('flapping', 'web-2', 'flapping_giveup')
+    with scripted(receiver, watchers='web-*', events='flapping_giveup') as circusd:
+        circusd.feed('db', 'reap', process_pid=10, time=time.time(), exit_code=1)
+        circusd.feed('web-1', 'reap', process_pid=11, time=time.time(), exit_code=1)
+        circusd.feed_raw(giveup, plugin_event('flapping', 'db', 'flapping_giveup'))
+        wait_for(lambda: receiver.bodies(), what='the give-up alert')
+        circusd.elapse(0.5)  # past group_wait: anything else would have gone out
+    assert [(b['watcher'], b['kind']) for b in receiver.bodies()] == [
+        ('web-2', 'flapping_giveup')]
+
+
+def test_each_webhook_gets_the_alert_in_its_format(receiver):
+    with scripted(receiver, webhook_url='%s&a=1 %s&b=2' % (receiver.url, receiver.url),
+                  webhook_format='slack, teams') as circusd:
+        circusd.feed('web', 'reap', process_pid=10, time=time.time(), exit_code=1)
+        wait_for(lambda: len(receiver.bodies()) == 2, what='both webhooks')
+    shapes = sorted(next(iter(body)) for body in receiver.bodies())
+    assert shapes == ['text', 'type']  # slack's {"text", "blocks"}, teams' {"type": ...}
