@@ -1,6 +1,7 @@
 """A helper process for the benchmarks, talked to over a pipe (one module for both)."""
 import contextlib
 import multiprocessing
+import sys
 
 
 class Child:
@@ -29,3 +30,13 @@ class Child:
             self.proc.kill()
             self.proc.join()
         self.conn.close()
+
+
+def run(main):
+    """Run a benchmark's ``main()``; Ctrl-C ends it with status 130 after one line (the
+    ``with`` blocks of ``main`` have stopped what it started on the way out)."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print('\ninterrupted; everything started was stopped', file=sys.stderr)
+        sys.exit(130)

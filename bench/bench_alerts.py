@@ -62,6 +62,7 @@ from tornado.httpserver import HTTPServer  # noqa: E402
 from tornado.ioloop import IOLoop  # noqa: E402
 from tornado.web import Application, RequestHandler  # noqa: E402
 
+from _child import run  # noqa: E402
 from circus_plugins.alerts import Alerts  # noqa: E402
 from circus_plugins.testing import (Circusd, EventRecorder, free_port,  # noqa: E402
                                     run_on_loop, wait_for)
@@ -339,8 +340,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except KeyboardInterrupt:
-        print('\ninterrupted; everything started was stopped', file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -51,7 +51,7 @@ import uuid
 import psutil
 import zmq
 
-from _child import Child
+from _child import Child, run
 
 TOPIC = b'watcher.bench.spawn'
 WARMUP = b'watcher.warmup.x'
@@ -667,8 +667,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except KeyboardInterrupt:
-        print('\ninterrupted; everything started was stopped', file=sys.stderr)
-        sys.exit(130)
+    run(main)
