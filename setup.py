@@ -10,8 +10,9 @@ setup(
     extras_require={
         'redis': ['redis>=4.2'],
         'alerts': ['aiosmtplib>=3'],
+        'prometheus': ['prometheus_client>=0.20', 'psutil'],
         'test': ['pytest', 'hypothesis', 'circus==0.19.0', 'psutil', 'redis>=4.2',
-                 'aiosmtplib>=3', 'aiosmtpd', 'trustme'],
+                 'aiosmtplib>=3', 'aiosmtpd', 'trustme', 'prometheus_client>=0.20'],
         'docs': ['sphinx'],
     },
     entry_points={'console_scripts': ['circus-plugin = circus_plugins.cli:main']},

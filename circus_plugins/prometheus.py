@@ -1,0 +1,298 @@
+"""A Prometheus exporter for circusd: :class:`PrometheusExporter`.
+
+It serves ``/metrics`` over HTTP from the plugin's own loop, in the text format that
+Prometheus and OpenMetrics parsers read (the format and gzip negotiated from the
+request's ``Accept`` and ``Accept-Encoding`` as ``prometheus_client`` does). A scrape
+never waits on circusd: it reads a :class:`~circus_plugins._metrics.Snapshot` that the
+plugin keeps up to date from circusd's events (spawns, exits, and plugin-made events of
+plugins running beside it) and from a poll every ``loop_rate`` seconds (``status``,
+``stats``, ``numprocesses``; the CPU time and memory of each process read with psutil,
+off the loop). A page is rendered once per change of the snapshot.
+
+It needs ``prometheus_client`` and ``psutil``: ``pip install circus-plugins[prometheus]``.
+"""
+import asyncio
+import base64
+import binascii
+import gzip
+import hmac
+import ssl
+from functools import partial
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler
+
+from ._metrics import Snapshot, Usage, process_infos
+from ._redact import add_secret
+from .config import to_host
+from .errors import ConfigError, PluginLoadError
+from .events import EXIT, Exits, read_event
+from .periodic import PeriodicPlugin
+
+__all__ = ['PrometheusExporter']
+
+
+def _import_prometheus(plugin: str) -> Tuple[Any, Any]:
+    """``(prometheus_client.exposition, psutil)``, or one line saying what to install."""
+    try:
+        import psutil
+        from prometheus_client import exposition
+    except ImportError as exc:
+        raise PluginLoadError('plugin %s needs prometheus_client and psutil (%s): pip '
+                              'install circus-plugins[prometheus]' % (plugin, exc)) from None
+    return exposition, psutil
+
+
+class _Registry:
+    """What ``prometheus_client``'s encoders take: anything with ``collect()``."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self):
+        return self.snapshot.collect()
+
+    def restricted_registry(self, names):
+        names = set(names)
+        return _Restricted(self, names)
+
+
+class _Restricted:
+    def __init__(self, registry: _Registry, names: set) -> None:
+        self.registry, self.names = registry, names
+
+    def collect(self):
+        for family in self.registry.collect():
+            if family.name in self.names or any(
+                    s.name in self.names for s in family.samples):
+                yield family
+
+
+class _MetricsHandler(RequestHandler):
+    """``GET`` (and ``HEAD``) of the metrics page."""
+
+    def initialize(self, exporter: 'PrometheusExporter') -> None:
+        self.exporter = exporter
+
+    def get(self) -> None:
+        exporter = self.exporter
+        if not exporter.authorized(self.request.headers.get('Authorization')):
+            self.set_status(401)
+            self.set_header('WWW-Authenticate', 'Basic realm="circus"')
+            self.finish('unauthorized\n')
+            return
+        names = self.get_arguments('name[]')
+        body, content_type = exporter.page(self.request.headers.get('Accept', ''),
+                                           names)
+        self.set_header('Content-Type', content_type)
+        if exporter.exposition.gzip_accepted(self.request.headers.get('Accept-Encoding',
+                                                                      '')):
+            body = gzip.compress(body, compresslevel=6)
+            self.set_header('Content-Encoding', 'gzip')
+        self.finish(body)
+
+    head = get
+
+    def log_exception(self, typ, value, tb) -> None:
+        self.exporter.log.error('scrape failed', exc_info=(typ, value, tb))
+
+
+class PrometheusExporter(PeriodicPlugin):
+    """Serves circusd's metrics to Prometheus; every option and metric is described in
+    the plugin's documentation page."""
+
+    name = 'prometheus'
+    default_loop_rate = 5.0
+    look_at_start = True
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.exposition, self._psutil = _import_prometheus(self.name)
+        o = self.option
+        self.host = o('host', '127.0.0.1', to_host)
+        self.port = o('port', 9753, int, minimum=0, maximum=65535)
+        self.path = o('path', '/metrics')
+        if not self.path.startswith('/') or any(c in self.path for c in '?#\\ '):
+            raise ConfigError('plugin %s: option %r: %r is not a URL path'
+                              % (self.name, 'path', self.path))
+        self.children = o('children', False, bool)
+        self.user = o('basic_auth_user', '')
+        self._password = o('basic_auth_password', '')
+        if bool(self.user) != bool(self._password):
+            raise ConfigError('plugin %s: options basic_auth_user and basic_auth_password '
+                              'go together' % self.name)
+        if self._password:
+            add_secret(self._password)
+        self._tls = self._tls_context()
+        self.snapshot = Snapshot()
+        self.exits = Exits()
+        self._pages: Dict[str, Tuple[int, bytes]] = {}  # content type -> (version, page)
+        self._processes: Dict[Tuple[int, float], Any] = {}  # psutil.Process, by key
+        self._server: Optional[HTTPServer] = None
+        #: The port the server listens on (``port``, or the one chosen for ``port = 0``).
+        self.bound_port: Optional[int] = None
+
+    def _tls_context(self) -> Optional[ssl.SSLContext]:
+        """The server's TLS context from prometheus_client's server options: ``certfile``
+        and ``keyfile``; ``client_cafile``/``client_capath`` to verify clients, required
+        with ``client_auth_required``."""
+        o = self.option
+        certfile, keyfile = o('certfile', ''), o('keyfile', '')
+        cafile, capath = o('client_cafile', '') or None, o('client_capath', '') or None
+        required = o('client_auth_required', False, bool)
+        if not (certfile or keyfile):
+            if cafile or capath or required:
+                raise ConfigError('plugin %s: client certificates need certfile and keyfile'
+                                  % self.name)
+            return None
+        if not (certfile and keyfile):
+            raise ConfigError('plugin %s: options certfile and keyfile go together'
+                              % self.name)
+        try:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile, keyfile)
+            if cafile or capath:
+                context.load_verify_locations(cafile=cafile, capath=capath)
+                context.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
+            elif required:
+                raise ConfigError('plugin %s: client_auth_required needs client_cafile or '
+                                  'client_capath' % self.name)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError('plugin %s: cannot use certfile %r, keyfile %r: %s'
+                              % (self.name, certfile, keyfile, exc)) from None
+        return context
+
+    # -- life ------------------------------------------------------------------------------
+
+    def handle_init(self) -> None:
+        app = Application([(self.path, _MetricsHandler, {'exporter': self})],
+                          log_function=lambda handler: None)
+        try:
+            sockets = bind_sockets(self.port, self.host)
+        except OSError as exc:
+            raise ConfigError('plugin %s: cannot listen on %s:%d: %s'
+                              % (self.name, self.host, self.port, exc.strerror or exc)
+                              ) from None
+        self._server = HTTPServer(app, ssl_options=self._tls)
+        self._server.add_sockets(sockets)
+        self.bound_port = sockets[0].getsockname()[1]
+        self.log.info('serving metrics on %s://%s:%s%s', 'https' if self._tls else 'http',
+                      self.host, self.bound_port, self.path)
+        super().handle_init()
+
+    def handle_stop(self) -> None:
+        server = self._server
+        if server is not None and self.loop is not None:
+            self.loop.add_callback(server.stop)
+        super().handle_stop()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def handle_recv(self, data) -> None:
+        event = read_event(self.log, data, plugin_events=True)
+        if event is None:
+            return
+        if event.plugin is not None:
+            self.snapshot.plugin_action(event.plugin, event.action, event.watcher)
+            return
+        why = self.exits.see(event)
+        if event.action == 'spawn':
+            self.snapshot.spawned(event.watcher)
+        elif event.action == 'reap' and why is not None:
+            self.snapshot.exited(event.watcher, 'exit' if why == EXIT else why)
+
+    # -- the poll --------------------------------------------------------------------------
+
+    async def look_after(self) -> None:
+        status = await self.ask('status')
+        statuses = status.get('statuses')
+        if status.get('status') != 'ok' or not isinstance(statuses, Mapping):
+            self.snapshot.down()
+            return
+        statuses = {str(k): v for k, v in statuses.items()}
+        stats, *counts = await asyncio.gather(
+            self.ask('stats'), *(self.ask('numprocesses', name=name) for name in statuses))
+        infos = stats.get('infos') if stats.get('status') == 'ok' else None
+        infos = infos if isinstance(infos, Mapping) else {}
+        desired = {name: _count(reply) for name, reply in zip(statuses, counts)}
+        keys = [(pid, _started(about)) for name in statuses
+                for pid, about in process_infos(infos.get(name))]
+        usage = await self.loop.run_in_executor(
+            None, partial(_read_usage, self._psutil, keys, self.children, self._processes))
+        self.snapshot.polled(statuses, infos, desired, usage)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def authorized(self, header: Optional[str]) -> bool:
+        """Whether a request with this ``Authorization`` header may scrape."""
+        if not self.user:
+            return True
+        scheme, _, token = (header or '').partition(' ')
+        if scheme.lower() != 'basic':
+            return False
+        try:
+            user, _, password = base64.b64decode(token.strip(), validate=True).decode(
+                'utf-8').partition(':')
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return (hmac.compare_digest(user.encode(), self.user.encode())
+                & hmac.compare_digest(password.encode(), self._password.encode()))
+
+    def page(self, accept: str, names: List[str]) -> Tuple[bytes, str]:
+        """The metrics page for an ``Accept`` header, and its content type; rendered
+        again only when the snapshot has changed (unless ``names`` restricts it)."""
+        encoder, content_type = self.exposition.choose_encoder(accept)
+        registry = _Registry(self.snapshot)
+        if names:
+            return encoder(registry.restricted_registry(names)), content_type
+        version = self.snapshot.version
+        cached = self._pages.get(content_type)
+        if cached is None or cached[0] != version:
+            cached = self._pages[content_type] = (version, encoder(registry))
+        return cached[1], content_type
+
+
+def _count(reply: Mapping[str, Any]) -> Optional[int]:
+    value = reply.get('numprocesses') if reply.get('status') == 'ok' else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _started(about: Mapping[str, Any]) -> float:
+    value = about.get('started')
+    return float(value) if isinstance(value, (int, float)) and not isinstance(
+        value, bool) else 0.0
+
+
+def _read_usage(psutil: Any, keys: List[Tuple[int, float]], children: bool,
+                cache: Dict[Tuple[int, float], Any]) -> Dict[Tuple[int, float], Usage]:
+    """The CPU time and memory of each process, in a worker thread (psutil reads
+    ``/proc``). ``cache`` keeps the ``psutil.Process`` of each (only this function
+    touches it, one poll at a time)."""
+    usage = {}
+    for key in keys:
+        try:
+            process = cache.get(key)
+            if process is None:
+                process = cache[key] = psutil.Process(key[0])
+            with process.oneshot():
+                times, rss = process.cpu_times(), process.memory_info().rss
+            cpu = times.user + times.system
+            if children:
+                cpu += times.children_user + times.children_system
+                for child in process.children(recursive=True):
+                    try:
+                        with child.oneshot():
+                            more = child.cpu_times()
+                            rss += child.memory_info().rss
+                        cpu += more.user + more.system
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        pass
+            usage[key] = Usage(cpu, rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            cache.pop(key, None)
+    for key in set(cache) - set(keys):
+        del cache[key]
+    return usage
+
