@@ -8,7 +8,7 @@ import trustme
 from tornado.ioloop import IOLoop
 
 from circus_plugins.testing import Circusd, EventRecorder, run_on_loop
-from receivers import WebhookReceiver
+from receivers import PROMETHEUS, PrometheusServer, WebhookReceiver
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS_DIR)
@@ -244,3 +244,17 @@ def ca_file(ca, tmp_path_factory):
     path = tmp_path_factory.mktemp('ca') / 'ca.pem'
     ca.cert_pem.write_to_path(str(path))
     return str(path)
+
+
+@pytest.fixture(scope='module')
+def prometheus(tmp_path_factory):
+    """Debian's Prometheus, one per test module (it scrapes a new target only ~5 s after
+    it starts), scraping every second the ports of :attr:`PrometheusServer.ports`: a test
+    takes one (``prometheus.take_port()``) for its exporter, and its series carry
+    ``instance="127.0.0.1:<port>"``. Skipped without Prometheus."""
+    if not os.path.exists(PROMETHEUS):
+        pytest.skip('prometheus is not installed (apt-get install prometheus)')
+    server = PrometheusServer(tmp_path_factory.mktemp('prometheus'), ports=8)
+    server.start()
+    yield server
+    server.stop()

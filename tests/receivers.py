@@ -1,17 +1,23 @@
-"""Real servers for tests, on 127.0.0.1: a webhook receiver (tornado) and an SMTP server
-(aiosmtpd, with STARTTLS and AUTH when asked). Their fixtures are in conftest.py."""
+"""Real servers for tests, on 127.0.0.1: a webhook receiver (tornado), an SMTP server
+(aiosmtpd, with STARTTLS and AUTH when asked) and a Prometheus server (Debian's). Their
+fixtures are in conftest.py."""
 import contextlib
 import email
 import email.policy
 import json
+import os
+import shutil
 import ssl
+import subprocess
+import urllib.parse
+import urllib.request
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
-from circus_plugins.testing import free_port
+from circus_plugins.testing import free_port, wait_for
 
 TOKEN = 'B0123456789ABCDEFGHIJ'
 
@@ -117,3 +123,71 @@ def smtp_server(**options):
         yield controller.port, inbox
     finally:
         controller.stop()
+
+
+PROMETHEUS = shutil.which('prometheus') or '/usr/bin/prometheus'
+PROMTOOL = shutil.which('promtool') or '/usr/bin/promtool'
+
+
+class PrometheusServer:
+    """Debian's Prometheus on a free port of 127.0.0.1, scraping ``ports`` free ports of
+    127.0.0.1 (:attr:`ports`) every second; :meth:`query` asks its HTTP API."""
+
+    def __init__(self, workdir, ports=1, **scrape):
+        self.workdir = str(workdir)
+        self.port = free_port()
+        self.ports = [free_port() for _ in range(ports)]
+        job = dict({'job_name': 'circus', 'scrape_interval': '1s', 'scrape_timeout': '1s',
+                    'static_configs': [{'targets': ['127.0.0.1:%d' % port
+                                                    for port in self.ports]}]}, **scrape)
+        self.config = os.path.join(self.workdir, 'prometheus.yml')
+        with open(self.config, 'w') as out:  # JSON is YAML
+            json.dump({'global': {'scrape_interval': '1s'}, 'scrape_configs': [job]}, out)
+        self.process = None
+
+    def take_port(self):
+        """A scraped port no one has taken yet."""
+        return self.ports.pop()
+
+    def start(self):
+        self.log = open(os.path.join(self.workdir, 'prometheus.log'), 'wb')
+        self.process = subprocess.Popen(
+            [PROMETHEUS, '--config.file=' + self.config,
+             '--storage.tsdb.path=' + os.path.join(self.workdir, 'tsdb'),
+             '--web.listen-address=127.0.0.1:%d' % self.port],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self.ready, timeout=8, interval=0.05, what='prometheus to be ready')
+        return self
+
+    def ready(self):
+        assert self.process.poll() is None, 'prometheus exited: see prometheus.log'
+        try:
+            with urllib.request.urlopen('http://127.0.0.1:%d/-/ready' % self.port,
+                                        timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def query(self, promql):
+        """The instant vector of ``promql``: ``{frozenset(labels): value}``."""
+        url = 'http://127.0.0.1:%d/api/v1/query?%s' % (
+            self.port, urllib.parse.urlencode({'query': promql}))
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            data = json.load(reply)['data']['result']
+        return {frozenset((k, v) for k, v in r['metric'].items() if k != '__name__'):
+                float(r['value'][1]) for r in data}
+
+    def value(self, promql):
+        """The single value of ``promql``, or ``None`` while it has none."""
+        found = self.query(promql)
+        return next(iter(found.values())) if len(found) == 1 else None
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()

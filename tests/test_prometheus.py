@@ -1,0 +1,305 @@
+"""PrometheusExporter under a real circusd 0.19, scraped by a real Prometheus server (Debian's)
+and checked with promtool, on 127.0.0.1."""
+import base64
+import contextlib
+import gzip
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from circus_plugins import CircusPlugin, ConfigError, PluginLoadError
+from circus_plugins.prometheus import PrometheusExporter
+from circus_plugins.testing import wait_for
+from receivers import PROMTOOL
+
+WEB = {'cmd': 'sleep 1000', 'numprocesses': 2}
+
+
+@contextlib.contextmanager
+def exporting(circusd, **options):
+    settings = dict(port=0, loop_rate=0.3)
+    settings.update(options)
+    plugin = PrometheusExporter(circusd.endpoint, circusd.pubsub_endpoint, 1.0,
+                                **{k: str(v) for k, v in settings.items()})
+    plugin.start_background()
+    try:
+        yield plugin
+    finally:
+        plugin.stop()
+
+
+def target(plugin):
+    return '127.0.0.1:%d' % plugin.bound_port
+
+
+def scrape(plugin, headers=None, path='/metrics', scheme='http', **kwargs):
+    request = urllib.request.Request('%s://%s%s' % (scheme, target(plugin), path),
+                                     headers=headers or {})
+    with urllib.request.urlopen(request, timeout=3, **kwargs) as reply:
+        return reply.status, dict(reply.headers), reply.read()
+
+
+MARKER = {'cmd': 'sleep 1000', 'autostart': False}
+
+
+def hears(circusd, plugin, timeout=8.0):
+    """Return once the exporter hears circusd's events (a SUB socket that has just
+    connected misses the first ones): it has counted a spawn of ``marker``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = sample(plugin, 'circus_watcher_spawns_total', watcher='marker') or 0
+        circusd.call('start', name='marker')
+        try:
+            wait_for(lambda: (sample(plugin, 'circus_watcher_spawns_total',
+                                     watcher='marker') or 0) > before, timeout=1)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            circusd.call('stop', name='marker')
+
+
+class Scraped:
+    """What the module's Prometheus holds of one exporter (its port, its instance)."""
+
+    def __init__(self, prometheus, port):
+        self.prometheus, self.instance = prometheus, '127.0.0.1:%d' % port
+
+    def value(self, promql):
+        """``promql``, with ``{...}`` of its metrics naming this instance."""
+        return self.prometheus.value(promql.replace('{', '{instance="%s",' % self.instance))
+
+    def equals(self, promql, wanted, timeout=8):
+        return wait_for(lambda: self.value(promql) == wanted, timeout=timeout,
+                        what='%s == %s' % (promql, wanted))
+
+
+def test_prometheus_sees_processes_states_spawns_and_crashes(start_circusd, prometheus):
+    circusd = start_circusd(watchers={
+        'web': WEB, 'off': dict(WEB, autostart=False),
+        'crasher': {'cmd': 'sh -c "exit 3"'}}, circus={'check_delay': 0.5})
+    port = prometheus.take_port()
+    with exporting(circusd, port=port):
+        prom = Scraped(prometheus, port)
+        prom.equals('circus_up{}', 1)
+        prom.equals('circus_watcher_processes{watcher="web"}', 2)
+        prom.equals('circus_watcher_desired_processes{watcher="web"}', 2)
+        prom.equals('circus_watcher_state{watcher="off",state="stopped"}', 1)
+        prom.equals('circus_watcher_state{watcher="off",state="active"}', 0)
+        prom.equals('circus_watcher_processes{watcher="off"}', 0)
+        crashes = 'circus_watcher_exits_total{watcher="crasher",reason="crash"}'
+        first = wait_for(lambda: prom.value(crashes), timeout=6, what='a crash counted')
+        wait_for(lambda: (prom.value(crashes) or 0) > first, timeout=6,
+                 what='crashes to rise')
+        # each crash, then its respawn (one scrape: the two counters of one moment)
+        assert abs(prom.value('circus_watcher_spawns_total{watcher="crasher"} - ignoring'
+                              '(reason) %s' % crashes)) <= 1
+        wids = prometheus.query('circus_process_start_time_seconds{instance="%s",'
+                                'watcher="web"}' % prom.instance)
+        assert sorted(dict(labels)['wid'] for labels in wids) == ['1', '2']
+        assert prom.value('circus_watcher_resident_memory_bytes{watcher="web"}') > 100000
+
+
+def test_an_operators_restart_counts_as_stopped_not_crash(start_circusd, prometheus):
+    circusd = start_circusd(watchers={'web': WEB, 'marker': MARKER})
+    port = prometheus.take_port()
+    with exporting(circusd, port=port) as plugin:
+        prom = Scraped(prometheus, port)
+        prom.equals('circus_watcher_processes{watcher="web"}', 2)
+        hears(circusd, plugin)
+        circusd.call('restart', name='web')
+        prom.equals('circus_watcher_exits_total{watcher="web",reason="stopped"}', 2)
+        assert prom.value('circus_watcher_exits_total{watcher="web",reason="crash"}') == 0
+        assert prom.value('circus_watcher_spawns_total{watcher="web"}') == 2
+
+
+def test_promtool_finds_no_problem_in_a_scraped_page(start_circusd):
+    circusd = start_circusd(watchers={'web': WEB, 'crasher': {'cmd': 'sh -c "exit 3"'}})
+    with exporting(circusd) as plugin:
+        wait_for(lambda: b'circus_watcher_exits_total{reason="crash",watcher="crasher"} 1'
+                 in scrape(plugin)[2], timeout=6, what='a crash on the page')
+        _, headers, page = scrape(plugin)
+    assert headers['Content-Type'].startswith('text/plain; version=0.0.4')
+    checked = subprocess.run([PROMTOOL, 'check', 'metrics'], input=page,
+                             capture_output=True, timeout=10)
+    assert checked.returncode == 0 and checked.stdout + checked.stderr == b'', checked
+
+
+def families(page):
+    """``{sample name + sorted labels: value}`` of a text-format page."""
+    found = {}
+    for family in text_string_to_metric_families(page.decode()):
+        for sample in family.samples:
+            found[(sample.name,) + tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def sample(exporter, name, **labels):
+    return families(scrape(exporter)[2]).get((name,) + tuple(sorted(labels.items())))
+
+
+def test_counters_survive_a_circusd_restart_and_a_watcher_removed_and_added(start_circusd):
+    circusd = start_circusd(watchers={'web': WEB, 'marker': MARKER})
+    stopped = dict(watcher='web', reason='stopped')
+    with exporting(circusd, call_timeout=0.5) as plugin:
+        hears(circusd, plugin)
+        circusd.call('restart', name='web')
+        wait_for(lambda: sample(plugin, 'circus_watcher_exits_total', **stopped) == 2,
+                 what='two processes stopped')
+        wait_for(lambda: sample(plugin, 'circus_watcher_spawns_total', watcher='web') == 2,
+                 what='two spawned')
+        circusd.kill()                                # circusd gone: up 0, counts kept
+        wait_for(lambda: sample(plugin, 'circus_up') == 0, what='circus_up 0')
+        assert sample(plugin, 'circus_watcher_exits_total', **stopped) == 2
+        assert sample(plugin, 'circus_watcher_spawns_total', watcher='web') == 2
+        circusd.start()                               # (its start-up spawns may be missed)
+        wait_for(lambda: sample(plugin, 'circus_up') == 1, what='circus_up 1 again')
+        hears(circusd, plugin)
+        spawns = sample(plugin, 'circus_watcher_spawns_total', watcher='web')
+        circusd.call('restart', name='web')
+        wait_for(lambda: sample(plugin, 'circus_watcher_exits_total', **stopped) == 4,
+                 what='the new exits added to the old')
+        wait_for(lambda: sample(plugin, 'circus_watcher_spawns_total', watcher='web') ==
+                 spawns + 2, what='the new spawns added to the old')
+        circusd.call('rm', name='web')
+        wait_for(lambda: sample(plugin, 'circus_watcher_processes', watcher='web') is None,
+                 what='a removed watcher without series')
+        circusd.call('add', name='web', cmd='sleep 1000', start=True)
+        wait_for(lambda: sample(plugin, 'circus_watcher_processes', watcher='web') == 1,
+                 what='web back')
+        assert sample(plugin, 'circus_watcher_exits_total', **stopped) == 6
+        assert sample(plugin, 'circus_watcher_spawns_total', watcher='web') == spawns + 3
+
+
+def test_plugin_made_events_are_counted_when_run_beside_it(start_circusd):
+    circusd = start_circusd(watchers={'web': WEB})
+    with exporting(circusd) as plugin, running_beside(circusd) as other:
+        other.emit('web', 'flapping', retry_in=7)
+        other.emit('web', 'flapping', retry_in=7)
+        wait_for(lambda: sample(plugin, 'circus_plugin_actions_total', plugin='other',
+                                action='flapping', watcher='web') == 2,
+                 what='two actions counted')
+
+
+@contextlib.contextmanager
+def running_beside(circusd):
+    class Other(CircusPlugin):
+        name = 'other'
+
+        def handle_recv(self, data):
+            pass
+    other = Other(circusd.endpoint, circusd.pubsub_endpoint, 1.0)
+    other.start_background()
+    try:
+        yield other
+    finally:
+        other.stop()
+
+
+def test_format_and_compression_are_negotiated_and_families_chosen(start_circusd):
+    circusd = start_circusd(watchers={'web': WEB})
+    with exporting(circusd) as plugin:
+        wait_for(lambda: sample(plugin, 'circus_watcher_processes', watcher='web') == 2)
+        status, headers, body = scrape(plugin, {
+            'Accept': 'application/openmetrics-text; version=1.0.0; charset=utf-8',
+            'Accept-Encoding': 'gzip'})
+        assert headers['Content-Type'].startswith('application/openmetrics-text')
+        assert headers['Content-Encoding'] == 'gzip'
+        text = gzip.decompress(body).decode()
+        assert text.endswith('# EOF\n') and 'circus_watcher_spawns_total' in text
+        _, _, body = scrape(plugin, path='/metrics?name[]=circus_up')
+        assert body.decode().splitlines()[-1] == 'circus_up 1.0'
+        assert 'circus_watcher' not in body.decode()
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            scrape(plugin, path='/other')
+        assert raised.value.code == 404
+
+
+def test_basic_auth_and_tls_with_client_certificates(start_circusd, ca, tmp_path, caplog):
+    server = ca.issue_cert('127.0.0.1')
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / 'cert.pem'))
+    server.private_key_pem.write_to_path(str(tmp_path / 'key.pem'))
+    ca.cert_pem.write_to_path(str(tmp_path / 'ca.pem'))
+    client = ca.issue_cert('prometheus')
+    circusd = start_circusd(watchers={'web': WEB})
+    with exporting(circusd, basic_auth_user='prom', basic_auth_password=SECRET,
+                   certfile=tmp_path / 'cert.pem', keyfile=tmp_path / 'key.pem',
+                   client_cafile=tmp_path / 'ca.pem', client_auth_required=True) as plugin:
+        context = ssl.create_default_context(cafile=str(tmp_path / 'ca.pem'))
+        with pytest.raises((urllib.error.URLError, ssl.SSLError)):  # no client certificate
+            scrape(plugin, scheme='https', context=context)
+        client.configure_cert(context)
+        with pytest.raises(urllib.error.HTTPError) as raised:  # no password
+            scrape(plugin, scheme='https', context=context)
+        assert raised.value.code == 401
+        wrong = base64.b64encode(b'prom:wrong').decode()
+        with pytest.raises(urllib.error.HTTPError):
+            scrape(plugin, {'Authorization': 'Basic ' + wrong}, scheme='https',
+                   context=context)
+        right = base64.b64encode(('prom:' + SECRET).encode()).decode()
+        status, _, body = scrape(plugin, {'Authorization': 'Basic ' + right},
+                                 scheme='https', context=context)
+        assert status == 200 and b'circus_up' in body
+    assert SECRET not in caplog.text
+
+
+SECRET = 'S3cret-scrape-passw0rd'
+
+
+def test_a_plugin_section_run_by_circusd_serves_metrics(start_circusd):
+    from circus_plugins.testing import free_port
+    port = free_port()
+    start_circusd(watchers={'web': WEB}, plugins={'prometheus': {
+        'use': 'circus_plugins.prometheus.PrometheusExporter', 'port': port,
+        'loop_rate': 0.3}})
+    url = 'http://127.0.0.1:%d/metrics' % port
+
+    def web_processes():
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return families(reply.read()).get(
+                    ('circus_watcher_processes', ('watcher', 'web')))
+        except OSError:
+            return None
+    assert wait_for(web_processes, timeout=8, what='the page from circusd\'s plugin') == 2
+
+
+def test_a_port_in_use_is_a_clear_error(start_circusd):
+    circusd = start_circusd(watchers={'web': WEB})
+    with exporting(circusd) as plugin:
+        other = PrometheusExporter(circusd.endpoint, circusd.pubsub_endpoint, 1.0,
+                                   port=str(plugin.bound_port))
+        with pytest.raises(ConfigError, match=r'plugin prometheus: cannot listen on '
+                                              r'127\.0\.0\.1:\d+: Address already in use'):
+            other.start_background()
+
+
+@pytest.mark.parametrize('config, says', [
+    ({'path': 'metrics'}, "option 'path'"),
+    ({'basic_auth_user': 'u'}, 'basic_auth_user and basic_auth_password go together'),
+    ({'certfile': '/nonexistent.pem'}, 'certfile and keyfile go together'),
+    ({'certfile': '/nonexistent.pem', 'keyfile': '/nonexistent.key'}, 'cannot use certfile'),
+    ({'client_auth_required': 'true'}, 'client certificates need certfile and keyfile'),
+    ({'port': '70000'}, "option 'port'"),
+    ({'host': 'bad host'}, "option 'host'"),
+])
+def test_bad_options_are_refused_naming_them(config, says):
+    with pytest.raises(ConfigError, match='^plugin prometheus: ') as raised:
+        PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, **config)
+    assert says in str(raised.value)
+
+
+def test_without_prometheus_client_one_line_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'prometheus_client', None)
+    with pytest.raises(PluginLoadError) as raised:
+        PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0)
+    assert str(raised.value).startswith('plugin prometheus needs prometheus_client and psutil')
+    assert 'pip install circus-plugins[prometheus]' in str(raised.value)
+    assert '\n' not in str(raised.value)
