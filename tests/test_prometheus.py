@@ -3,6 +3,8 @@ and checked with promtool, on 127.0.0.1."""
 import base64
 import contextlib
 import gzip
+import json
+import logging
 import ssl
 import subprocess
 import sys
@@ -11,11 +13,12 @@ import urllib.error
 import urllib.request
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from circus_plugins import CircusPlugin, ConfigError, PluginLoadError
 from circus_plugins.prometheus import PrometheusExporter
-from circus_plugins.testing import wait_for
+from circus_plugins.testing import ScriptedCircusd, wait_for
 from receivers import PROMTOOL
 
 WEB = {'cmd': 'sleep 1000', 'numprocesses': 2}
@@ -303,3 +306,40 @@ def test_without_prometheus_client_one_line_names_the_extra(monkeypatch):
     assert str(raised.value).startswith('plugin prometheus needs prometheus_client and psutil')
     assert 'pip install circus-plugins[prometheus]' in str(raised.value)
     assert '\n' not in str(raised.value)
+
+
+def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(caplog):
+    fields = st.dictionaries(
+        st.sampled_from(['process_pid', 'time', 'exit_code', 'plugin', 'x']),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)))
+    topic = st.one_of(
+        st.binary(max_size=30),
+        st.builds(lambda kind, w, a: ('%s.%s.%s' % (kind, w, a)).encode(),
+                  st.sampled_from(['watcher', 'plugin']), st.text(max_size=8),
+                  st.sampled_from(['spawn', 'reap', 'kill', 'stop', 'flapping', 'x'])))
+    body = st.one_of(st.binary(max_size=30), fields.map(lambda f: json.dumps(f).encode()))
+    junk = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(
+        st.integers(), max_size=2), st.dictionaries(st.text(max_size=5), st.one_of(
+            st.none(), st.integers(), st.text(max_size=5),
+            st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)), max_size=3))
+    replies = {}
+    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    with ScriptedCircusd(plugin, {
+            'status': lambda **p: replies.get('status', {'status': 'ok', 'statuses': {}}),
+            'stats': lambda **p: replies.get('stats', {'status': 'ok', 'infos': {}}),
+            'numprocesses': lambda **p: replies.get('numprocesses', {'status': 'ok'})},
+            ) as circusd:
+        @settings(max_examples=100, deadline=None)
+        @given(st.lists(st.tuples(topic, body), max_size=5), junk, junk, junk)
+        def feed(events, statuses, infos, count):
+            replies.update(status={'status': 'ok', 'statuses': statuses},
+                           stats={'status': 'ok', 'infos': infos},
+                           numprocesses={'status': 'ok', 'numprocesses': count})
+            circusd.feed_raw(*events)
+            circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
+            circusd.settle()
+            page = scrape(plugin)[2]
+            assert b'circus_up' in page and families(page)
+        feed()
+        assert circusd.escaped == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
