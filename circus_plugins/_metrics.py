@@ -35,7 +35,7 @@ class _Watcher:
     def __init__(self) -> None:
         self.present = False
         self.state: Optional[str] = None
-        self.desired: Optional[int] = None
+        self.desired: Optional[float] = None
         self.spawns = 0
         self.exits = dict.fromkeys(REASONS, 0)
         self.cpu_gone = 0.0            # CPU seconds of processes that have ended
@@ -48,7 +48,11 @@ class _Watcher:
 def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if value == value and abs(value) != float('inf') else None
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return value if value == value and abs(value) != float('inf') else None
 
 
 class Snapshot:
@@ -113,7 +117,7 @@ class Snapshot:
             watcher.present = True
             watcher.state = state if state in STATES else None
             if name in desired:
-                watcher.desired = desired[name]
+                watcher.desired = _number(desired[name])
             self._processes(watcher, infos.get(name), usage)
         self.version += 1
 
