@@ -11,7 +11,7 @@ when a process ends (its CPU time stays in its watcher's total).
 """
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
-__all__ = ['Snapshot', 'Usage', 'STATES', 'REASONS']
+__all__ = ['Snapshot', 'Usage', 'STATES', 'REASONS', 'process_infos', 'start_time']
 
 #: The states a watcher can be in; one 0/1 series each.
 STATES = ('active', 'starting', 'stopping', 'stopped')
@@ -126,7 +126,7 @@ class Snapshot:
         live: Dict[Tuple[int, float], float] = {}
         watcher.processes, watcher.rss = [], 0
         for pid, about in process_infos(info):
-            started = _number(about.get('started')) or 0.0
+            started = start_time(about)
             wid = about.get('wid')
             wid = str(wid) if isinstance(wid, int) and not isinstance(wid, bool) else ''
             watcher.processes.append((wid, started))
@@ -194,6 +194,13 @@ class Snapshot:
             for (plugin, action, watcher), count in sorted(self.actions.items()):
                 actions.add_metric([plugin, action, watcher], count)
             yield actions
+
+
+def start_time(about: Mapping[str, Any]) -> float:
+    """When a process of a ``stats`` reply started (``started``, seconds since the
+    epoch), ``0.0`` when circusd gave no usable number: with its pid, what tells a
+    process from a later one that got the same pid."""
+    return _number(about.get('started')) or 0.0
 
 
 def process_infos(info: Any) -> Iterator[Tuple[int, Mapping[str, Any]]]:

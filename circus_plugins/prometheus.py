@@ -24,7 +24,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from ._metrics import Snapshot, Usage, process_infos
+from ._metrics import Snapshot, Usage, process_infos, start_time
 from ._redact import add_secret
 from .config import to_host
 from .errors import ConfigError, PluginLoadError
@@ -217,7 +217,7 @@ class PrometheusExporter(PeriodicPlugin):
         infos = stats.get('infos') if stats.get('status') == 'ok' else None
         infos = infos if isinstance(infos, Mapping) else {}
         desired = {name: _count(reply) for name, reply in zip(statuses, counts)}
-        keys = [(pid, _started(about)) for name in statuses
+        keys = [(pid, start_time(about)) for name in statuses
                 for pid, about in process_infos(infos.get(name))]
         usage = await self.loop.run_in_executor(
             None, partial(_read_usage, self._psutil, keys, self.children, self._processes))
@@ -257,12 +257,6 @@ class PrometheusExporter(PeriodicPlugin):
 def _count(reply: Mapping[str, Any]) -> Optional[int]:
     value = reply.get('numprocesses') if reply.get('status') == 'ok' else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _started(about: Mapping[str, Any]) -> float:
-    value = about.get('started')
-    return float(value) if isinstance(value, (int, float)) and not isinstance(
-        value, bool) else 0.0
 
 
 def _read_usage(psutil: Any, keys: List[Tuple[int, float]], children: bool,

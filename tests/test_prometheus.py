@@ -343,3 +343,17 @@ def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(ca
         feed()
         assert circusd.escaped == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_odd_start_times_in_stats_leave_the_poll_working(caplog):
+    infos = {'web': {'10': {'pid': 10, 'wid': 1, 'started': 10 ** 400},
+                     '11': {'pid': 11, 'wid': 2, 'started': float('nan')}}}
+    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    with ScriptedCircusd(plugin, {
+            'status': {'status': 'ok', 'statuses': {'web': 'active'}},
+            'stats': {'status': 'ok', 'infos': infos},
+            'numprocesses': {'status': 'ok', 'numprocesses': 2}}) as circusd:
+        circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
+        circusd.settle()
+        assert sample(plugin, 'circus_watcher_processes', watcher='web') == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
