@@ -107,7 +107,8 @@ class Snapshot:
         """circusd answered: ``statuses`` (``status``'s ``{watcher: state}``), ``infos``
         (``stats``'s ``{watcher: {pid: info}}``), ``desired`` (``{watcher: numprocesses}``)
         and the ``usage`` of each process, by ``(pid, start time)``. Watchers missing
-        from ``statuses`` are taken as removed."""
+        from ``statuses`` are taken as removed; a watcher missing from ``infos`` keeps
+        the processes it had (``stats`` failed, or the watcher came meanwhile)."""
         self.up = True
         for name, watcher in self.watchers.items():
             if name not in statuses:
@@ -123,6 +124,8 @@ class Snapshot:
 
     def _processes(self, watcher: _Watcher, info: Any,
                    usage: Mapping[Tuple[int, float], Usage]) -> None:
+        if not isinstance(info, Mapping):
+            return  # circusd did not say (stats failed): keep what was known
         live: Dict[Tuple[int, float], float] = {}
         watcher.processes, watcher.rss = [], 0
         for pid, about in process_infos(info):

@@ -6,8 +6,8 @@ request's ``Accept`` and ``Accept-Encoding`` as ``prometheus_client`` does). A s
 never waits on circusd: it reads a :class:`~circus_plugins._metrics.Snapshot` that the
 plugin keeps up to date from circusd's events (spawns, exits, and plugin-made events of
 plugins running beside it) and from a poll every ``loop_rate`` seconds (``status``,
-``stats``, ``numprocesses``; the CPU time and memory of each process read with psutil,
-off the loop). A page is rendered once per change of the snapshot.
+``stats``, ``get`` of each watcher's ``numprocesses``; the CPU time and memory of each
+process read with psutil, off the loop). A page is rendered once per change of the snapshot.
 
 It needs ``prometheus_client`` and ``psutil``: ``pip install circus-plugins[prometheus]``.
 """
@@ -212,10 +212,11 @@ class PrometheusExporter(PeriodicPlugin):
             self.snapshot.down()
             return
         statuses = {str(k): v for k, v in statuses.items()}
-        stats, *counts = await asyncio.gather(
-            self.ask('stats'), *(self.ask('numprocesses', name=name) for name in statuses))
+        # The ``numprocesses`` command tells how many run; ``get`` the option configured.
+        stats, *counts = await asyncio.gather(self.ask('stats'), *(
+            self.ask('get', name=name, keys=['numprocesses']) for name in statuses))
         infos = stats.get('infos') if stats.get('status') == 'ok' else None
-        infos = infos if isinstance(infos, Mapping) else {}
+        infos = infos if isinstance(infos, Mapping) else {}  # unknown: processes kept
         desired = {name: _count(reply) for name, reply in zip(statuses, counts)}
         keys = [(pid, start_time(about)) for name in statuses
                 for pid, about in process_infos(infos.get(name))]
@@ -255,7 +256,8 @@ class PrometheusExporter(PeriodicPlugin):
 
 
 def _count(reply: Mapping[str, Any]) -> Optional[int]:
-    value = reply.get('numprocesses') if reply.get('status') == 'ok' else None
+    options = reply.get('options') if reply.get('status') == 'ok' else None
+    value = options.get('numprocesses') if isinstance(options, Mapping) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

@@ -298,3 +298,13 @@ def test_promtool_finds_no_problem_in_a_page():
     done = subprocess.run([PROMTOOL, 'check', 'metrics'], input=render(snapshot),
                           capture_output=True, timeout=60)
     assert (done.returncode, done.stdout + done.stderr) == (0, b'')
+
+
+def test_a_poll_without_stats_keeps_the_processes_and_their_cpu_once():
+    snapshot = Snapshot()
+    poll(snapshot, [(10, 1.0)], {(10, 1.0): Usage(10.0, 4096)})
+    snapshot.polled({'w': 'active'}, {}, {'w': 1}, {})  # stats failed: nothing known
+    assert cpu(snapshot) == 10.0
+    assert value(snapshot, 'circus_watcher_processes', watcher='w') == 1
+    poll(snapshot, [(10, 1.0)], {(10, 1.0): Usage(11.0, 4096)})
+    assert cpu(snapshot) == 11.0  # not 21: the process was not taken for ended

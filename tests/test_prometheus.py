@@ -97,6 +97,7 @@ def test_prometheus_sees_processes_states_spawns_and_crashes(start_circusd, prom
         prom.equals('circus_watcher_state{watcher="off",state="stopped"}', 1)
         prom.equals('circus_watcher_state{watcher="off",state="active"}', 0)
         prom.equals('circus_watcher_processes{watcher="off"}', 0)
+        prom.equals('circus_watcher_desired_processes{watcher="off"}', 2)  # configured
         crashes = 'circus_watcher_exits_total{watcher="crasher",reason="crash"}'
         first = wait_for(lambda: prom.value(crashes), timeout=6, what='a crash counted')
         wait_for(lambda: (prom.value(crashes) or 0) > first, timeout=6,
@@ -327,14 +328,14 @@ def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(ca
     with ScriptedCircusd(plugin, {
             'status': lambda **p: replies.get('status', {'status': 'ok', 'statuses': {}}),
             'stats': lambda **p: replies.get('stats', {'status': 'ok', 'infos': {}}),
-            'numprocesses': lambda **p: replies.get('numprocesses', {'status': 'ok'})},
+            'get': lambda **p: replies.get('get', {'status': 'ok'})},
             ) as circusd:
         @settings(max_examples=100, deadline=None)
         @given(st.lists(st.tuples(topic, body), max_size=5), junk, junk, junk)
         def feed(events, statuses, infos, count):
             replies.update(status={'status': 'ok', 'statuses': statuses},
                            stats={'status': 'ok', 'infos': infos},
-                           numprocesses={'status': 'ok', 'numprocesses': count})
+                           get={'status': 'ok', 'options': {'numprocesses': count}})
             circusd.feed_raw(*events)
             circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
             circusd.settle()
@@ -352,7 +353,7 @@ def test_odd_start_times_in_stats_leave_the_poll_working(caplog):
     with ScriptedCircusd(plugin, {
             'status': {'status': 'ok', 'statuses': {'web': 'active'}},
             'stats': {'status': 'ok', 'infos': infos},
-            'numprocesses': {'status': 'ok', 'numprocesses': 2}}) as circusd:
+            'get': {'status': 'ok', 'options': {'numprocesses': 2}}}) as circusd:
         circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
         circusd.settle()
         assert sample(plugin, 'circus_watcher_processes', watcher='web') == 2
