@@ -44,6 +44,11 @@ class _Watcher:
         self.rss = 0
         self.processes: List[Tuple[str, float]] = []   # (wid, start time) live
 
+    def shown(self) -> Tuple[Any, ...]:
+        """What a poll may change of what a page shows."""
+        return (self.present, self.state, self.desired, self.rss, self.cpu_gone,
+                tuple(self.processes), tuple(self.cpu.values()))
+
 
 def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -62,7 +67,8 @@ class Snapshot:
         self.up = False
         self.watchers: Dict[str, _Watcher] = {}
         self.actions: Dict[Tuple[str, str, str], int] = {}
-        #: Bumped at every change: a rendered page is good while it stays the same.
+        #: Bumped at every change (not at a poll that changed nothing): a rendered page
+        #: is good while it stays the same.
         self.version = 0
 
     def _watcher(self, name: str) -> _Watcher:
@@ -109,18 +115,22 @@ class Snapshot:
         and the ``usage`` of each process, by ``(pid, start time)``. Watchers missing
         from ``statuses`` are taken as removed; a watcher missing from ``infos`` keeps
         the processes it had (``stats`` failed, or the watcher came meanwhile)."""
+        changed = not self.up
         self.up = True
         for name, watcher in self.watchers.items():
-            if name not in statuses:
-                watcher.present = False
+            if name not in statuses and watcher.present:
+                watcher.present, changed = False, True
         for name, state in statuses.items():
             watcher = self._watcher(name)
+            before = watcher.shown()
             watcher.present = True
             watcher.state = state if state in STATES else None
             if name in desired:
                 watcher.desired = _number(desired[name])
             self._processes(watcher, infos.get(name), usage)
-        self.version += 1
+            changed = changed or watcher.shown() != before
+        if changed:  # a page rendered before is still good otherwise
+            self.version += 1
 
     def _processes(self, watcher: _Watcher, info: Any,
                    usage: Mapping[Tuple[int, float], Usage]) -> None:

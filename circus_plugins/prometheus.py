@@ -5,16 +5,15 @@ Prometheus and OpenMetrics parsers read (the format and gzip negotiated from the
 request's ``Accept`` and ``Accept-Encoding`` as ``prometheus_client`` does). A scrape
 never waits on circusd: it reads a :class:`~circus_plugins._metrics.Snapshot` that the
 plugin keeps up to date from circusd's events (spawns, exits, and plugin-made events of
-plugins running beside it) and from a poll every ``loop_rate`` seconds (``status``,
-``stats``, ``get`` of each watcher's ``numprocesses``; the CPU time and memory of each
-process read with psutil, off the loop). A page is rendered once per change of the snapshot.
+plugins running beside it) and from a poll every ``loop_rate`` seconds (``status``;
+``list`` and ``get numprocesses`` of each watcher; ``stats`` of each new process, once;
+the CPU time and memory of each process read with psutil, off the loop). A page is rendered once per change of the snapshot.
 
 It needs ``prometheus_client`` and ``psutil``: ``pip install circus-plugins[prometheus]``.
 """
 import asyncio
 import base64
 import binascii
-import gzip
 import hmac
 import ssl
 from functools import partial
@@ -25,6 +24,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
 from ._metrics import Snapshot, Usage, process_infos, start_time
+from ._pages import Pages
 from ._redact import add_secret
 from .config import to_host
 from .errors import ConfigError, PluginLoadError
@@ -32,6 +32,9 @@ from .events import EXIT, Exits, read_event
 from .periodic import PeriodicPlugin
 
 __all__ = ['PrometheusExporter']
+
+#: Seconds from a change of the snapshot to the rendering of the pages scrapers ask for.
+RENDER_DELAY = 0.1
 
 
 def _import_prometheus(plugin: str) -> Tuple[Any, Any]:
@@ -43,31 +46,6 @@ def _import_prometheus(plugin: str) -> Tuple[Any, Any]:
         raise PluginLoadError('plugin %s needs prometheus_client and psutil (%s): pip '
                               'install circus-plugins[prometheus]' % (plugin, exc)) from None
     return exposition, psutil
-
-
-class _Registry:
-    """What ``prometheus_client``'s encoders take: anything with ``collect()``."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-
-    def collect(self):
-        return self.snapshot.collect()
-
-    def restricted_registry(self, names):
-        names = set(names)
-        return _Restricted(self, names)
-
-
-class _Restricted:
-    def __init__(self, registry: _Registry, names: set) -> None:
-        self.registry, self.names = registry, names
-
-    def collect(self):
-        for family in self.registry.collect():
-            if family.name in self.names or any(
-                    s.name in self.names for s in family.samples):
-                yield family
 
 
 class _MetricsHandler(RequestHandler):
@@ -83,13 +61,11 @@ class _MetricsHandler(RequestHandler):
             self.set_header('WWW-Authenticate', 'Basic realm="circus"')
             self.finish('unauthorized\n')
             return
-        names = self.get_arguments('name[]')
-        body, content_type = exporter.page(self.request.headers.get('Accept', ''),
-                                           names)
+        body, content_type, gzipped = exporter.pages.page(
+            self.request.headers.get('Accept', ''),
+            self.request.headers.get('Accept-Encoding', ''), self.get_arguments('name[]'))
         self.set_header('Content-Type', content_type)
-        if exporter.exposition.gzip_accepted(self.request.headers.get('Accept-Encoding',
-                                                                      '')):
-            body = gzip.compress(body, compresslevel=6)
+        if gzipped:
             self.set_header('Content-Encoding', 'gzip')
         self.finish(body)
 
@@ -128,8 +104,12 @@ class PrometheusExporter(PeriodicPlugin):
         self._tls = self._tls_context()
         self.snapshot = Snapshot()
         self.exits = Exits()
-        self._pages: Dict[str, Tuple[int, bytes]] = {}  # content type -> (version, page)
+        #: The pages served, rendered again soon after the snapshot changes.
+        self.pages = Pages(self.snapshot, self.exposition)
+        self._refresh: Any = None  # the timeout handle of the next refresh
         self._processes: Dict[Tuple[int, float], Any] = {}  # psutil.Process, by key
+        # (watcher, pid) -> {'wid', 'started'} of the processes seen, from their stats
+        self._known: Dict[Tuple[str, int], Dict[str, Any]] = {}
         self._server: Optional[HTTPServer] = None
         #: The port the server listens on (``port``, or the one chosen for ``port = 0``).
         self.bound_port: Optional[int] = None
@@ -196,12 +176,14 @@ class PrometheusExporter(PeriodicPlugin):
             return
         if event.plugin is not None:
             self.snapshot.plugin_action(event.plugin, event.action, event.watcher)
-            return
-        why = self.exits.see(event)
-        if event.action == 'spawn':
-            self.snapshot.spawned(event.watcher)
-        elif event.action == 'reap' and why is not None:
-            self.snapshot.exited(event.watcher, 'exit' if why == EXIT else why)
+        else:
+            why = self.exits.see(event)
+            if event.action == 'spawn':
+                self.snapshot.spawned(event.watcher)
+                self._known.pop((event.watcher, event.pid()), None)  # a pid used again
+            elif event.action == 'reap' and why is not None:
+                self.snapshot.exited(event.watcher, 'exit' if why == EXIT else why)
+        self._render_soon()
 
     # -- the poll --------------------------------------------------------------------------
 
@@ -210,19 +192,53 @@ class PrometheusExporter(PeriodicPlugin):
         statuses = status.get('statuses')
         if status.get('status') != 'ok' or not isinstance(statuses, Mapping):
             self.snapshot.down()
+            self._render_soon()
             return
         statuses = {str(k): v for k, v in statuses.items()}
-        # The ``numprocesses`` command tells how many run; ``get`` the option configured.
-        stats, *counts = await asyncio.gather(self.ask('stats'), *(
-            self.ask('get', name=name, keys=['numprocesses']) for name in statuses))
-        infos = stats.get('infos') if stats.get('status') == 'ok' else None
-        infos = infos if isinstance(infos, Mapping) else {}  # unknown: processes kept
-        desired = {name: _count(reply) for name, reply in zip(statuses, counts)}
-        keys = [(pid, start_time(about)) for name in statuses
-                for pid, about in process_infos(infos.get(name))]
+        names = list(statuses)
+        # Not the ``stats`` of every watcher: circusd 0.19 scans all of /proc for each
+        # process's children there, seconds with hundreds of processes. ``list`` gives
+        # the pids; a new process's wid and start come from its own ``stats``, once.
+        # And ``get`` for numprocesses: the ``numprocesses`` command tells how many run.
+        replies = await asyncio.gather(
+            *(self.ask('list', name=name) for name in names),
+            *(self.ask('get', name=name, keys=['numprocesses']) for name in names))
+        pids = {name: _pids(reply) for name, reply in zip(names, replies)}
+        desired = {name: _count(reply) for name, reply in zip(names, replies[len(names):])}
+        new = [(name, pid) for name, found in pids.items() for pid in found or ()
+               if (name, pid) not in self._known]
+        answers = await asyncio.gather(*(self.ask('stats', name=name, process=pid)
+                                         for name, pid in new))
+        for (name, pid), reply in zip(new, answers):
+            info = reply.get('info') if reply.get('status') == 'ok' else None
+            if isinstance(info, Mapping):
+                self._known[(name, pid)] = {'wid': info.get('wid'),
+                                            'started': info.get('started')}
+        current = {(name, pid) for name, found in pids.items() for pid in found or ()}
+        for key in set(self._known) - current:
+            del self._known[key]
+        infos = {name: {str(pid): self._known[(name, pid)] for pid in found
+                        if (name, pid) in self._known}
+                 for name, found in pids.items() if found is not None}
+        keys = [(pid, start_time(about)) for name in infos
+                for pid, about in process_infos(infos[name])]
         usage = await self.loop.run_in_executor(
             None, partial(_read_usage, self._psutil, keys, self.children, self._processes))
         self.snapshot.polled(statuses, infos, desired, usage)
+        self._render_soon()
+
+    def _render_soon(self) -> None:
+        """Render the pages scrapers ask for again, shortly (a burst of events makes
+        one render), so that a scrape finds its page ready."""
+        if self._refresh is None and self.pages.stale():
+            self._refresh = self.loop.call_later(RENDER_DELAY, self._render_now)
+
+    def _render_now(self) -> None:
+        self._refresh = None
+        try:
+            self.pages.refresh()
+        except Exception:
+            self.log.exception('rendering the metrics page failed')
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -241,18 +257,14 @@ class PrometheusExporter(PeriodicPlugin):
         return (hmac.compare_digest(user.encode(), self.user.encode())
                 & hmac.compare_digest(password.encode(), self._password.encode()))
 
-    def page(self, accept: str, names: List[str]) -> Tuple[bytes, str]:
-        """The metrics page for an ``Accept`` header, and its content type; rendered
-        again only when the snapshot has changed (unless ``names`` restricts it)."""
-        encoder, content_type = self.exposition.choose_encoder(accept)
-        registry = _Registry(self.snapshot)
-        if names:
-            return encoder(registry.restricted_registry(names)), content_type
-        version = self.snapshot.version
-        cached = self._pages.get(content_type)
-        if cached is None or cached[0] != version:
-            cached = self._pages[content_type] = (version, encoder(registry))
-        return cached[1], content_type
+
+def _pids(reply: Mapping[str, Any]) -> Optional[List[int]]:
+    """The pids of a ``list`` reply; ``None`` when circusd did not tell them."""
+    found = reply.get('pids') if reply.get('status') == 'ok' else None
+    if not isinstance(found, list):
+        return None
+    return [pid for pid in found if isinstance(pid, int) and not isinstance(pid, bool)
+            and 0 < pid < 2 ** 31]
 
 
 def _count(reply: Mapping[str, Any]) -> Optional[int]:

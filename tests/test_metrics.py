@@ -308,3 +308,16 @@ def test_a_poll_without_stats_keeps_the_processes_and_their_cpu_once():
     assert value(snapshot, 'circus_watcher_processes', watcher='w') == 1
     poll(snapshot, [(10, 1.0)], {(10, 1.0): Usage(11.0, 4096)})
     assert cpu(snapshot) == 11.0  # not 21: the process was not taken for ended
+
+
+def test_a_poll_that_changes_nothing_keeps_the_version():
+    snapshot = Snapshot()
+    poll(snapshot, [(10, 1.0)], {(10, 1.0): Usage(2.0, 4096)})
+    version = snapshot.version
+    poll(snapshot, [(10, 1.0)], {(10, 1.0): Usage(2.0, 4096)})
+    assert snapshot.version == version          # the cached page is still right
+    poll(snapshot, [(10, 1.0)], {(10, 1.0): Usage(2.5, 4096)})
+    assert snapshot.version > version           # CPU moved: render again
+    version = snapshot.version
+    poll(snapshot, [(10, 1.0)], {(10, 1.0): Usage(2.5, 4096)}, state='stopping')
+    assert snapshot.version > version

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from circus_plugins import CircusPlugin, ConfigError, PluginLoadError
-from circus_plugins.prometheus import PrometheusExporter
+from circus_plugins.prometheus import RENDER_DELAY, PrometheusExporter
 from circus_plugins.testing import ScriptedCircusd, wait_for
 from receivers import PROMTOOL
 
@@ -327,14 +327,16 @@ def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(ca
     plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
     with ScriptedCircusd(plugin, {
             'status': lambda **p: replies.get('status', {'status': 'ok', 'statuses': {}}),
-            'stats': lambda **p: replies.get('stats', {'status': 'ok', 'infos': {}}),
+            'list': lambda **p: replies.get('list', {'status': 'ok'}),
+            'stats': lambda **p: replies.get('stats', {'status': 'ok'}),
             'get': lambda **p: replies.get('get', {'status': 'ok'})},
             ) as circusd:
         @settings(max_examples=100, deadline=None)
-        @given(st.lists(st.tuples(topic, body), max_size=5), junk, junk, junk)
-        def feed(events, statuses, infos, count):
+        @given(st.lists(st.tuples(topic, body), max_size=5), junk, junk, junk, junk)
+        def feed(events, statuses, pids, info, count):
             replies.update(status={'status': 'ok', 'statuses': statuses},
-                           stats={'status': 'ok', 'infos': infos},
+                           list={'status': 'ok', 'pids': pids},
+                           stats={'status': 'ok', 'info': info},
                            get={'status': 'ok', 'options': {'numprocesses': count}})
             circusd.feed_raw(*events)
             circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
@@ -347,14 +349,55 @@ def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(ca
 
 
 def test_odd_start_times_in_stats_leave_the_poll_working(caplog):
-    infos = {'web': {'10': {'pid': 10, 'wid': 1, 'started': 10 ** 400},
-                     '11': {'pid': 11, 'wid': 2, 'started': float('nan')}}}
+    infos = {10: {'pid': 10, 'wid': 1, 'started': 10 ** 400},
+             11: {'pid': 11, 'wid': 2, 'started': float('nan')}}
     plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
     with ScriptedCircusd(plugin, {
             'status': {'status': 'ok', 'statuses': {'web': 'active'}},
-            'stats': {'status': 'ok', 'infos': infos},
+            'list': {'status': 'ok', 'pids': [10, 11]},
+            'stats': lambda name, process: {'status': 'ok', 'info': infos[process]},
             'get': {'status': 'ok', 'options': {'numprocesses': 2}}}) as circusd:
         circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
         circusd.settle()
         assert sample(plugin, 'circus_watcher_processes', watcher='web') == 2
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_process_stats_is_asked_once_not_every_watchers_at_every_poll():
+    infos = {10: {'wid': 1, 'started': 100.0}, 11: {'wid': 2, 'started': 101.0}}
+    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    with ScriptedCircusd(plugin, {
+            'status': {'status': 'ok', 'statuses': {'web': 'active'}},
+            'list': {'status': 'ok', 'pids': [10, 11]},
+            'stats': lambda name, process: {'status': 'ok', 'info': infos[process]},
+            'get': {'status': 'ok', 'options': {'numprocesses': 2}}},
+            ignore=('status', 'list', 'get')) as circusd:
+        def poll():
+            circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
+            circusd.settle()
+            asked = []
+            while not circusd.commands.empty():
+                asked.append(circusd.next_command())
+            return asked
+        poll()                        # the one at start may have run: start afresh
+        circusd.feed('web', 'spawn', process_pid=10, time=100.0)  # pid 10 used again
+        assert poll() == [('stats', {'name': 'web', 'process': 10})]
+        assert poll() == []
+        assert sample(plugin, 'circus_process_start_time_seconds', watcher='web',
+                      wid='2') == 101.0
+
+
+def test_a_page_scraped_before_is_rendered_again_ahead_of_the_next_scrape():
+    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    with ScriptedCircusd(plugin, {
+            'status': {'status': 'ok', 'statuses': {'web': 'active'}},
+            'list': {'status': 'ok', 'pids': []},
+            'get': {'status': 'ok', 'options': {'numprocesses': 1}}}) as circusd:
+        circusd.settle()
+        scrape(plugin)
+        renders = plugin.pages.renders
+        circusd.feed('web', 'spawn', process_pid=10, time=100.0)
+        circusd.elapse(RENDER_DELAY + 0.05)
+        assert plugin.pages.renders == renders + 1     # rendered with no one asking
+        assert sample(plugin, 'circus_watcher_spawns_total', watcher='web') == 1
+        assert plugin.pages.renders == renders + 1     # the scrape found it ready
