@@ -279,7 +279,7 @@ RESERVED = frozenset(('plugin', 'time'))
 _MAX_DEPTH = 16
 
 
-def plugin_event(plugin_name: str, watcher: str, action: str,
+def plugin_event(plugin_name: str, watcher: str, action: str, /,
                  **details: Any) -> Tuple[bytes, bytes]:
     """Make a plugin-made event: the two frames ``(topic, body)`` to deliver or publish.
 

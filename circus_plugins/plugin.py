@@ -560,7 +560,7 @@ class CircusPlugin(metaclass=_PluginMeta):
 
     # -- plugin-made events ----------------------------------------------------------------
 
-    def emit(self, watcher: str, action: str, **details: Any) -> None:
+    def emit(self, watcher: str, action: str, /, **details: Any) -> None:
         """Announce what the plugin did: ``action`` about ``watcher``, with ``details``
         (JSON-serialisable; others are sent as text). Thread-safe.
 

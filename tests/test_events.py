@@ -985,3 +985,12 @@ def test_deaths_circusd_did_not_cause(lifecycle):
     reaped(events, 'web', web[1:])
     assert 'kill' not in actions_after(events, start, 'web')
     assert verdicts(events, 'web')[web[1]] == (CRASH, -15)
+
+
+def test_details_may_be_named_like_the_arguments():
+    topic, body = plugin_event('p', 'web', 'scaled', watcher='other', action='incr',
+                               plugin_name='x')
+    event = parse_event((topic, body))
+    assert (event.watcher, event.action) == ('web', 'scaled')
+    assert (event.fields['watcher'], event.fields['action'],
+            event.fields['plugin_name']) == ('other', 'incr', 'x')
