@@ -1,13 +1,17 @@
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import threading
+import time
 
 import pytest
 import trustme
+from hypothesis import strategies as st
 from tornado.ioloop import IOLoop
 
-from circus_plugins.testing import Circusd, EventRecorder, run_on_loop
+from circus_plugins.testing import Circusd, EventRecorder, run_on_loop, wait_for
 from receivers import PROMETHEUS, PrometheusServer, WebhookReceiver
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -258,3 +262,58 @@ def prometheus(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def plugin_running(cls, circusd, **options):
+    """A plugin of class ``cls`` running in this process (``start_background``) against
+    ``circusd``, its ``options`` given as strings as circusd would; stopped at the end."""
+    plugin = cls(circusd.endpoint, circusd.pubsub_endpoint, 1.0,
+                 **{key: str(value) for key, value in options.items()})
+    plugin.start_background()
+    try:
+        yield plugin
+    finally:
+        plugin.stop()
+
+
+def untrusted_events(actions):
+    """A hypothesis strategy of ``(topic, body)`` pairs as a broken or hostile publisher
+    might send them: junk bytes, or ``watcher.``/``plugin.`` topics with one of
+    ``actions`` (or ``x``) and JSON bodies of odd field values."""
+    fields = st.dictionaries(
+        st.sampled_from(['process_pid', 'time', 'exit_code', 'plugin', 'x']),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                  st.lists(st.integers(), max_size=2)))
+    topic = st.one_of(
+        st.binary(max_size=30),
+        st.builds(lambda kind, w, a: ('%s.%s.%s' % (kind, w, a)).encode(),
+                  st.sampled_from(['watcher', 'plugin']), st.text(max_size=8),
+                  st.sampled_from(list(actions) + ['x'])))
+    body = st.one_of(st.binary(max_size=30), fields.map(lambda f: json.dumps(f).encode()))
+    return st.tuples(topic, body)
+
+
+#: A watcher that runs only when a test starts it: see :func:`heard`.
+MARKER = {'cmd': 'sleep 1000', 'autostart': False}
+
+
+def heard(circusd, progress, timeout=8.0):
+    """Return once a plugin has handled every event ``circusd`` published so far: start
+    the ``marker`` watcher (:data:`MARKER`, among circusd's watchers) and wait until
+    ``progress()``, a number that grows when the plugin sees the marker's process spawned,
+    has grown (circusd publishes in order). Tried again while a plugin that has just
+    started does not hear circusd yet (a SUB socket misses what comes before its
+    subscription reaches the publisher)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = progress()
+        circusd.call('start', name='marker')
+        try:
+            wait_for(lambda: progress() > before, timeout=1, what='the marker heard of')
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            circusd.call('stop', name='marker')

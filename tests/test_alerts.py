@@ -1,7 +1,5 @@
 """The alerts plugin under a real circusd 0.19, sending to real servers on 127.0.0.1: an SMTP
 server (aiosmtpd, STARTTLS and AUTH) and a webhook receiver (tornado)."""
-import contextlib
-import json
 import logging
 import sys
 import time
@@ -14,7 +12,7 @@ from circus_plugins.errors import ConfigError
 from circus_plugins.events import plugin_event
 from circus_plugins.testing import (PluginProcess, ScriptedCircusd, free_port, run_on_loop,
                                     wait_for)
-from conftest import PLUGIN_ENV
+from conftest import MARKER, PLUGIN_ENV, heard, plugin_running, untrusted_events
 from receivers import PASSWORD, TOKEN, USER, server_context, smtp_server
 
 HEALTHY = {'cmd': 'sleep 1000'}
@@ -43,18 +41,9 @@ def recovering(tmp_path, crashes=2):
     return {'cmd': 'sh %s' % script}
 
 
-@contextlib.contextmanager
 def running(circusd, **options):
     """An Alerts plugin on ``circusd``, with the short intervals of :data:`FAST`."""
-    config = dict(FAST, webhook_format='json')
-    config.update(options)
-    plugin = Alerts(circusd.endpoint, circusd.pubsub_endpoint, 1.0,
-                    **{k: str(v) for k, v in config.items()})
-    plugin.start_background()
-    try:
-        yield plugin
-    finally:
-        plugin.stop()
+    return plugin_running(Alerts, circusd, **dict(FAST, webhook_format='json', **options))
 
 
 def about(receiver, watcher, kind=None):
@@ -115,27 +104,10 @@ def pending(plugin):
                                              plugin.grouper._episodes.items()})
 
 
-def seen_after(circusd, plugin, timeout=8.0):
-    """Return once the plugin has handled every event circusd published so far: it
-    has seen a ``marker`` process spawned after them (events come in order). Tried
-    again while a plugin that has just started does not hear circusd yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        circusd.call('start', name='marker')
-        try:
-            [pid] = wait_for(lambda: circusd.pids('marker'), what='the marker process')
-            wait_for(lambda: run_on_loop(plugin.loop, lambda: pid in getattr(
-                plugin._watchers.get('marker'), 'spawned', ())), timeout=1,
-                what='the marker spawned')
-            return
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise
-        finally:
-            circusd.call('stop', name='marker')
-
-
-MARKER = dict(HEALTHY, autostart=False)
+def seen_after(circusd, plugin):
+    """Return once the plugin has handled every event circusd published so far."""
+    heard(circusd, lambda: run_on_loop(plugin.loop, lambda: len(getattr(
+        plugin._watchers.get('marker'), 'spawned', ()))))
 
 
 def test_an_operators_commands_and_circusds_shutdown_send_nothing(start_circusd, receiver):
@@ -363,22 +335,13 @@ def test_output_of_both_files_and_a_bad_mute_is_ignored_by_name(receiver, tmp_pa
 
 
 def test_untrusted_events_never_escape_and_alerts_still_flow(receiver):
-    fields = st.dictionaries(
-        st.sampled_from(['process_pid', 'time', 'exit_code', 'plugin', 'x']),
-        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-                  st.lists(st.integers(), max_size=2)))
-    topic = st.one_of(
-        st.binary(max_size=30),
-        st.builds(lambda kind, w, a: ('%s.%s.%s' % (kind, w, a)).encode(),
-                  st.sampled_from(['watcher', 'plugin']), st.text(max_size=8),
-                  st.sampled_from(['spawn', 'reap', 'kill', 'stop', 'start', 'add',
-                                   'remove', 'updated', 'crash', 'flapping_giveup'])))
-    body = st.one_of(st.binary(max_size=30), fields.map(lambda f: json.dumps(f).encode()))
+    events = untrusted_events(['spawn', 'reap', 'kill', 'stop', 'start', 'add', 'remove',
+                               'updated', 'crash', 'flapping_giveup'])
     with scripted(receiver) as circusd:
         @settings(max_examples=150, deadline=None)
-        @given(st.lists(st.tuples(topic, body), max_size=6))
-        def feed(events):
-            circusd.feed_raw(*events)
+        @given(st.lists(events, max_size=6))
+        def feed(given_events):
+            circusd.feed_raw(*given_events)
         feed()
         assert circusd.escaped == []
         circusd.feed('after', 'reap', process_pid=10, time=time.time(), exit_code=1)

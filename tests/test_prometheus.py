@@ -3,12 +3,10 @@ and checked with promtool, on 127.0.0.1."""
 import base64
 import contextlib
 import gzip
-import json
 import logging
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -19,22 +17,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from circus_plugins import CircusPlugin, ConfigError, PluginLoadError
 from circus_plugins.prometheus import RENDER_DELAY, PrometheusExporter
 from circus_plugins.testing import ScriptedCircusd, wait_for
+from conftest import MARKER, heard, plugin_running, untrusted_events
 from receivers import PROMTOOL
 
 WEB = {'cmd': 'sleep 1000', 'numprocesses': 2}
 
 
-@contextlib.contextmanager
 def exporting(circusd, **options):
-    settings = dict(port=0, loop_rate=0.3)
-    settings.update(options)
-    plugin = PrometheusExporter(circusd.endpoint, circusd.pubsub_endpoint, 1.0,
-                                **{k: str(v) for k, v in settings.items()})
-    plugin.start_background()
-    try:
-        yield plugin
-    finally:
-        plugin.stop()
+    """An exporter on ``circusd`` on a free port, polling every 0.3 s."""
+    return plugin_running(PrometheusExporter, circusd, **dict(
+        dict(port=0, loop_rate=0.3), **options))
 
 
 def target(plugin):
@@ -48,25 +40,10 @@ def scrape(plugin, headers=None, path='/metrics', scheme='http', **kwargs):
         return reply.status, dict(reply.headers), reply.read()
 
 
-MARKER = {'cmd': 'sleep 1000', 'autostart': False}
-
-
-def hears(circusd, plugin, timeout=8.0):
-    """Return once the exporter hears circusd's events (a SUB socket that has just
-    connected misses the first ones): it has counted a spawn of ``marker``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        before = sample(plugin, 'circus_watcher_spawns_total', watcher='marker') or 0
-        circusd.call('start', name='marker')
-        try:
-            wait_for(lambda: (sample(plugin, 'circus_watcher_spawns_total',
-                                     watcher='marker') or 0) > before, timeout=1)
-            return
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise
-        finally:
-            circusd.call('stop', name='marker')
+def hears(circusd, plugin):
+    """Return once the exporter has counted every event circusd published so far."""
+    heard(circusd, lambda: sample(plugin, 'circus_watcher_spawns_total',
+                                  watcher='marker') or 0)
 
 
 class Scraped:
@@ -310,15 +287,7 @@ def test_without_prometheus_client_one_line_names_the_extra(monkeypatch):
 
 
 def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(caplog):
-    fields = st.dictionaries(
-        st.sampled_from(['process_pid', 'time', 'exit_code', 'plugin', 'x']),
-        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)))
-    topic = st.one_of(
-        st.binary(max_size=30),
-        st.builds(lambda kind, w, a: ('%s.%s.%s' % (kind, w, a)).encode(),
-                  st.sampled_from(['watcher', 'plugin']), st.text(max_size=8),
-                  st.sampled_from(['spawn', 'reap', 'kill', 'stop', 'flapping', 'x'])))
-    body = st.one_of(st.binary(max_size=30), fields.map(lambda f: json.dumps(f).encode()))
+    events = untrusted_events(['spawn', 'reap', 'kill', 'stop', 'flapping'])
     junk = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(
         st.integers(), max_size=2), st.dictionaries(st.text(max_size=5), st.one_of(
             st.none(), st.integers(), st.text(max_size=5),
@@ -332,13 +301,13 @@ def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(ca
             'get': lambda **p: replies.get('get', {'status': 'ok'})},
             ) as circusd:
         @settings(max_examples=100, deadline=None)
-        @given(st.lists(st.tuples(topic, body), max_size=5), junk, junk, junk, junk)
-        def feed(events, statuses, pids, info, count):
+        @given(st.lists(events, max_size=5), junk, junk, junk, junk)
+        def feed(given_events, statuses, pids, info, count):
             replies.update(status={'status': 'ok', 'statuses': statuses},
                            list={'status': 'ok', 'pids': pids},
                            stats={'status': 'ok', 'info': info},
                            get={'status': 'ok', 'options': {'numprocesses': count}})
-            circusd.feed_raw(*events)
+            circusd.feed_raw(*given_events)
             circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
             circusd.settle()
             page = scrape(plugin)[2]
