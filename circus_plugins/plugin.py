@@ -23,6 +23,7 @@ import inspect
 import json
 import signal
 import threading
+import time
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import TimeoutError as ThreadTimeout
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -120,6 +121,10 @@ class CircusPlugin(metaclass=_PluginMeta):
 
     #: The plugin's name, used in logs.
     name = ''
+    #: Seconds: at stop, events already on their way are still handled, until none has
+    #: come for this long (and for at most half of ``call_timeout`` in all); 0, the
+    #: default, stops at once. A plugin that keeps a record of events sets it.
+    drain_on_stop = 0.0
 
     # circus 0.19's sockets, which a plugin ported from it may reach for: the DEALER is
     # shared by concurrent requests here, and events need no stream.
@@ -337,13 +342,26 @@ class CircusPlugin(metaclass=_PluginMeta):
         done: ThreadFuture = ThreadFuture()
 
         def pause():
-            self.__paused = True
-            done.set_result(None)
+            try:
+                self.__drain_before_stop()
+            finally:
+                self.__paused = True
+                done.set_result(None)
         try:
             self.loop.add_callback(pause)
             done.result(timeout=self.call_timeout)
         except (RuntimeError, ThreadTimeout):
             self.log.warning('still busy in a handler; stopping anyway')
+
+    def __drain_before_stop(self) -> None:
+        """Handle the events that reach the SUB socket within :attr:`drain_on_stop`
+        seconds of each other (on the plugin thread, at stop)."""
+        sub, quiet = self.__sub, self.drain_on_stop
+        if sub is None or quiet <= 0:
+            return
+        deadline = time.monotonic() + self.call_timeout / 2
+        while time.monotonic() < deadline and sub.poll(quiet * 1000):
+            self.__drain_events(again=False)
 
     def __enter__(self) -> 'CircusPlugin':
         return self.start_background()
@@ -447,7 +465,7 @@ class CircusPlugin(metaclass=_PluginMeta):
     def __on_sub_ready(self, fd, events) -> None:
         self.__drain_events()
 
-    def __drain_events(self) -> None:
+    def __drain_events(self, again: bool = True) -> None:
         sub = self.__sub
         if sub is None or self.__paused:
             return
@@ -469,7 +487,8 @@ class CircusPlugin(metaclass=_PluginMeta):
                 return
         # More may be queued, and the fd will not signal them again: come back after
         # whatever else is waiting on the loop.
-        self.loop.add_callback(self.__drain_events)
+        if again:
+            self.loop.add_callback(self.__drain_events)
 
     # -- commands --------------------------------------------------------------------------
 

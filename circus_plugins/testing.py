@@ -35,9 +35,8 @@ import zmq
 from ._client import is_busy
 from .config import encode_config
 
-__all__ = ['Circusd', 'EventRecorder', 'PluginProcess', 'ScriptedCircusd', 'UdpReceiver',
-           'free_port', 'run_on_loop',
-           'wait_connected', 'wait_for']
+__all__ = ['Circusd', 'EventPublisher', 'EventRecorder', 'PluginProcess', 'ScriptedCircusd',
+           'UdpReceiver', 'free_port', 'run_on_loop', 'wait_connected', 'wait_for']
 
 
 def _ephemeral_ports() -> Tuple[int, int]:
@@ -518,6 +517,48 @@ class ScriptedCircusd:
         with :meth:`next_command`."""
         self.settle()
         return self.commands.empty()
+
+
+class EventPublisher:
+    """A PUB socket standing in for circusd's event stream: give a plugin its
+    :attr:`endpoint` as ``pubsub_endpoint`` and :meth:`publish` events, as many and as
+    fast as a test needs (it queues without limit rather than drop)::
+
+        with EventPublisher() as events:
+            plugin = MyPlugin('tcp://127.0.0.1:1', events.endpoint, 1.0)
+            ...
+            events.publish('web', 'spawn', process_pid=12, time=time.time())
+
+    A plugin's subscription reaches the publisher a moment after it connects: what is
+    published before that is lost, so wait until the plugin has seen one event.
+    """
+
+    def __init__(self) -> None:
+        self._context = zmq.Context()
+        self.socket = self._context.socket(zmq.PUB)
+        self.socket.linger = 0
+        self.socket.sndhwm = 0
+        port = self.socket.bind_to_random_port('tcp://127.0.0.1')
+        self.endpoint = 'tcp://127.0.0.1:%d' % port
+
+    def publish(self, watcher: str, action: str, **fields: Any) -> None:
+        """Publish ``watcher.<watcher>.<action>`` with ``fields`` as its JSON body."""
+        self.publish_raw(('watcher.%s.%s' % (watcher, action)).encode(),
+                         json.dumps(fields).encode())
+
+    def publish_raw(self, topic: bytes, body: bytes) -> None:
+        """Publish two frames as they are."""
+        self.socket.send_multipart([topic, body])
+
+    def close(self) -> None:
+        self.socket.close()
+        self._context.term()
+
+    def __enter__(self) -> 'EventPublisher':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 class EventRecorder:

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from circus_plugins import CallError, CircusPlugin, ConfigError
-from circus_plugins.testing import EventRecorder, free_port, wait_connected, wait_for
+from circus_plugins.testing import (EventPublisher, EventRecorder, free_port, wait_connected,
+                                    wait_for)
 from sample_plugins import Logger
 
 
@@ -497,3 +498,31 @@ def test_emitted_events_cross_processes_through_the_option_endpoints(circusd):
 def test_a_bad_events_endpoint_is_named():
     with pytest.raises(ConfigError, match="plugin collector: events_publish: 'nowhere'"):
         Collector('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, events_publish='nowhere')
+
+
+class _Counter(CircusPlugin):
+    name = 'counter'
+    drain_on_stop = 0.2
+
+    def __init__(self, *args, **config):
+        super().__init__(*args, **config)
+        self.seen = {}
+
+    def handle_recv(self, data):
+        self.seen[data[0]] = self.seen.get(data[0], 0) + 1
+
+
+def test_drain_on_stop_handles_the_events_on_their_way():
+    with EventPublisher() as events:
+        plugin = _Counter('tcp://127.0.0.1:%d' % free_port(), events.endpoint, 1.0)
+        plugin.start_background()
+        try:
+            def heard():
+                events.publish('probe', 'spawn')
+                return plugin.seen
+            wait_for(heard, what='the subscription')
+            for n in range(2000):
+                events.publish('web', 'spawn', process_pid=n + 1)
+        finally:
+            plugin.stop()                      # at once: 2000 events are on their way
+    assert plugin.seen[b'watcher.web.spawn'] == 2000
