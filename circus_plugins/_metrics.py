@@ -43,10 +43,11 @@ class _Watcher:
         self.cpu: Dict[Tuple[int, float], float] = {}  # (pid, started) -> seconds
         self.rss = 0
         self.processes: List[Tuple[str, float]] = []   # (wid, start time) live
+        self.running: Optional[int] = None  # processes circusd listed, known or not yet
 
     def shown(self) -> Tuple[Any, ...]:
         """What a poll may change of what a page shows."""
-        return (self.present, self.state, self.desired, self.rss, self.cpu_gone,
+        return (self.present, self.state, self.desired, self.rss, self.cpu_gone, self.running,
                 tuple(self.processes), tuple(self.cpu.values()))
 
 
@@ -109,12 +110,15 @@ class Snapshot:
 
     def polled(self, statuses: Mapping[str, Any], infos: Mapping[str, Any],
                desired: Mapping[str, Optional[int]],
-               usage: Mapping[Tuple[int, float], Usage]) -> None:
+               usage: Mapping[Tuple[int, float], Usage],
+               running: Optional[Mapping[str, Optional[int]]] = None) -> None:
         """circusd answered: ``statuses`` (``status``'s ``{watcher: state}``), ``infos``
         (``stats``'s ``{watcher: {pid: info}}``), ``desired`` (``{watcher: numprocesses}``)
         and the ``usage`` of each process, by ``(pid, start time)``. Watchers missing
         from ``statuses`` are taken as removed; a watcher missing from ``infos`` keeps
-        the processes it had (``stats`` failed, or the watcher came meanwhile)."""
+        the processes it had (``stats`` failed, or the watcher came meanwhile).
+        ``running`` (``{watcher: count}``) counts processes circusd listed whose details
+        are not in ``infos`` yet; without it, those of ``infos`` are counted."""
         changed = not self.up
         self.up = True
         for name, watcher in self.watchers.items():
@@ -128,6 +132,7 @@ class Snapshot:
             if name in desired:
                 watcher.desired = _number(desired[name])
             self._processes(watcher, infos.get(name), usage)
+            watcher.running = _number((running or {}).get(name))
             changed = changed or watcher.shown() != before
         if changed:  # a page rendered before is still good otherwise
             self.version += 1
@@ -185,7 +190,8 @@ class Snapshot:
         started = gauge('circus_process_start_time_seconds', 'When each process of the '
                         'watcher started, in seconds since the epoch.', ('watcher', 'wid'))
         for name, w in present:
-            processes.add_metric([name], len(w.processes))
+            processes.add_metric([name], len(w.processes) if w.running is None
+                                 else max(w.running, len(w.processes)))
             if w.desired is not None:
                 desired.add_metric([name], w.desired)
             for one in STATES:

@@ -9,6 +9,7 @@ renders again the pages that scrapers have asked for, so that a scrape seldom wa
 a render. A request restricted with ``name[]`` is rendered for itself, never kept.
 """
 import gzip
+import time
 from typing import Any, Callable, Dict, List, Tuple
 
 __all__ = ['Pages']
@@ -16,6 +17,8 @@ __all__ = ['Pages']
 #: Pages kept at most: the ``Accept`` header is the client's, and each OpenMetrics
 #: version and escaping it names is a content type of its own.
 MOST_PAGES = 8
+#: Seconds after which a page no one has asked for is no longer rendered ahead.
+IDLE_PAGE = 600.0
 
 
 class _Registry:
@@ -39,6 +42,7 @@ class Pages:
         self.snapshot, self.exposition = snapshot, exposition
         # (content type, gzipped) -> (snapshot version, encoder, body)
         self._pages: Dict[Tuple[str, bool], Tuple[int, Any, bytes]] = {}
+        self._asked: Dict[Tuple[str, bool], float] = {}  # when each was last asked for
         #: Pages rendered so far (scrapes that found theirs ready are not counted).
         self.renders = 0
 
@@ -52,6 +56,7 @@ class Pages:
             registry = _Registry(self.snapshot.collect, frozenset(names))
             return self._encode(encoder, registry, gzipped), content_type, gzipped
         key = (content_type, gzipped)
+        self._asked[key] = time.monotonic()
         kept = self._pages.get(key)
         if kept is not None and kept[0] == self.snapshot.version:
             return kept[2], content_type, gzipped
@@ -63,11 +68,23 @@ class Pages:
         return any(version != self.snapshot.version for version, _, _ in
                    self._pages.values())
 
+    def refresh_one(self) -> bool:
+        """Render again one kept page that no longer shows the snapshot (forgetting
+        those no one asked for in :data:`IDLE_PAGE` seconds); whether more are left."""
+        now = time.monotonic()
+        for key in [k for k, when in self._asked.items() if now - when > IDLE_PAGE]:
+            self._pages.pop(key, None)
+            del self._asked[key]
+        stale = [(k, e) for k, (v, e, _) in self._pages.items()
+                 if v != self.snapshot.version]
+        if stale:
+            self._render(*stale[0])
+        return len(stale) > 1
+
     def refresh(self) -> None:
         """Render again every kept page that no longer shows the snapshot."""
-        for key, (version, encoder, _) in list(self._pages.items()):
-            if version != self.snapshot.version:
-                self._render(key, encoder)
+        while self.refresh_one():
+            pass
 
     def _render(self, key: Tuple[str, bool], encoder: Any) -> bytes:
         version = self.snapshot.version

@@ -58,3 +58,15 @@ def test_pages_kept_are_bounded(monkeypatch):
     for version in ('1.0.0', '1.0.1', '1.0.2'):
         kept.page('application/openmetrics-text; version=%s' % version, '')
     assert len(kept._pages) == 2
+
+
+def test_refresh_one_renders_one_page_a_turn_and_forgets_idle_ones(monkeypatch):
+    snapshot, kept = pages()
+    kept.page('', '')
+    kept.page(OPENMETRICS, '')
+    snapshot.spawned('web')
+    assert kept.refresh_one() is True and kept.renders == 3   # one now, one left
+    assert kept.refresh_one() is False and kept.renders == 4
+    monkeypatch.setattr(_pages, 'IDLE_PAGE', -1.0)              # no one asks any more
+    snapshot.spawned('web')
+    assert kept.refresh_one() is False and kept.renders == 4 and not kept.stale()

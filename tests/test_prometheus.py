@@ -1,5 +1,6 @@
 """PrometheusExporter under a real circusd 0.19, scraped by a real Prometheus server (Debian's)
 and checked with promtool, on 127.0.0.1."""
+import asyncio
 import base64
 import contextlib
 import gzip
@@ -370,3 +371,22 @@ def test_a_page_scraped_before_is_rendered_again_ahead_of_the_next_scrape():
         assert plugin.pages.renders == renders + 1     # rendered with no one asking
         assert sample(plugin, 'circus_watcher_spawns_total', watcher='web') == 1
         assert plugin.pages.renders == renders + 1     # the scrape found it ready
+
+
+def test_new_processes_stats_are_asked_within_a_budget_and_all_are_counted():
+    async def slow_stats(name, process):
+        await asyncio.sleep(0.03)              # as circusd scanning /proc for each
+        return {'status': 'ok', 'info': {'wid': process - 9, 'started': 100.0 + process}}
+    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0',
+                                loop_rate='0.2')   # half of it: 0.1 s of stats a poll
+    with ScriptedCircusd(plugin, {
+            'status': {'status': 'ok', 'statuses': {'web': 'active'}},
+            'list': {'status': 'ok', 'pids': list(range(10, 30))},
+            'stats': slow_stats,
+            'get': {'status': 'ok', 'options': {'numprocesses': 20}}},
+            ignore=('status', 'list', 'get')) as circusd:
+        circusd.settle()                                   # the poll at start is over
+        assert 1 <= circusd.commands.qsize() <= 5          # not all 20 at once
+        assert sample(plugin, 'circus_watcher_processes', watcher='web') == 20
+        wait_for(lambda: sample(plugin, 'circus_process_start_time_seconds', watcher='web',
+                                wid='20') == 129.0, what='every process known, in time')
