@@ -25,8 +25,9 @@ Everything runs on 127.0.0.1:
 
 The exporter's ``Pages`` is instrumented on the instance: its ``_encode`` (one render:
 encoder, and gzip when asked) is counted, as made inside a scrape (``page()``
-found its kept page stale) or ahead of scrapes (inside ``refresh()``, which the exporter
-runs ``prometheus.RENDER_DELAY`` = 0.1 s after a change of the snapshot). A scrape is
+found its kept page stale) or ahead of scrapes (inside ``refresh_one()``, which the
+exporter runs right after a poll that changed something, and ``prometheus.RENDER_DELAY``
+= 0.1 s after an event). A scrape is
 "rendered" when the loop rendered its page while answering it; otherwise its page was
 ready (though it may have waited for the loop, busy with a poll or a refresh).
 
@@ -283,15 +284,15 @@ def forget_pages(exporter):
 
 class Renders:
     """Counts the renders of a :class:`~circus_plugins._pages.Pages` (its ``_encode``,
-    wrapped on the instance, as is ``refresh``), as made inside ``refresh()`` (ahead of
-    scrapes) or elsewhere (in ``page()``: a scrape's). All on the exporter's loop; the
+    wrapped on the instance, as is ``refresh_one``), as made inside ``refresh_one()``
+    (ahead of scrapes) or elsewhere (in ``page()``: a scrape's). All on the exporter's loop; the
     counts are ints read from the main thread."""
 
     def __init__(self, pages):
         self.in_scrape = 0
         self.ahead = 0
         self._refreshing = False
-        encode, refresh = pages._encode, pages.refresh
+        encode, refresh = pages._encode, pages.refresh_one
 
         def counted_encode(*args):
             if self._refreshing:
@@ -307,7 +308,7 @@ class Renders:
             finally:
                 self._refreshing = False
         pages._encode = counted_encode
-        pages.refresh = flagged_refresh
+        pages.refresh_one = flagged_refresh
 
 
 class PollClock:
