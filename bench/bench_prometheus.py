@@ -313,14 +313,13 @@ class Renders:
 
 class PollClock:
     """Times the parts of the exporter's polls: its ``ask`` calls and ``Snapshot.polled``
-    (wrapped on the instances), ``_read_usage`` (wrapped in the module, for the worker
+    (wrapped on the instances), ``usage.read`` (wrapped on the reader, run by the worker
     thread). :meth:`poll` runs one ``look_after`` as the periodic poll would."""
 
     def __init__(self, exporter):
         self.exporter = exporter
         self.records = []       # (what, start, end); list.append is safe from the worker
         ask, polled = exporter.ask, exporter.snapshot.polled
-        self._read_usage = read_usage = prometheus_module._read_usage
 
         def timed(what, function):
             def timed_call(*args, **kwargs):
@@ -340,10 +339,10 @@ class PollClock:
 
         exporter.ask = timed_ask
         exporter.snapshot.polled = timed('polled', polled)
-        prometheus_module._read_usage = timed('psutil', read_usage)
+        exporter.usage.read = timed('psutil', exporter.usage.read)
 
     def restore(self):
-        prometheus_module._read_usage = self._read_usage
+        del self.exporter.usage.read
         del self.exporter.ask
         del self.exporter.snapshot.polled
 
@@ -362,7 +361,7 @@ class PollClock:
         try:
             if cold:                # every process new, as at the exporter's start
                 exporter._known.clear()
-                exporter._processes.clear()
+                exporter.usage.forget()
             prober = asyncio.ensure_future(probe())
             del self.records[:]
             version = exporter.snapshot.version

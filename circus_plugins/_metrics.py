@@ -9,7 +9,9 @@ circusd restarts (the exporter keeps counting), not when a watcher is removed an
 again (its counts are kept while it is away; its series are not shown meanwhile), not
 when a process ends (its CPU time stays in its watcher's total).
 """
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+from ._usage import Usage
 
 __all__ = ['Snapshot', 'Usage', 'STATES', 'REASONS', 'process_infos', 'start_time']
 
@@ -22,13 +24,6 @@ REASONS = ('crash', 'exit', 'stopped')
 MOST_ACTIONS = 10000
 #: Watchers remembered at most, present or removed (removed ones go first).
 MOST_WATCHERS = 10000
-
-
-class Usage(NamedTuple):
-    """What the operating system says of one process: CPU seconds (user + system, and
-    its children's when they are counted) and resident memory in bytes."""
-    cpu: float
-    rss: int
 
 
 class _Watcher:

@@ -17,15 +17,15 @@ import binascii
 import hmac
 import ssl
 import time
-from functools import partial
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from ._metrics import Snapshot, Usage, process_infos, start_time
+from ._metrics import Snapshot, process_infos, start_time
 from ._pages import Pages
+from ._usage import UsageReader
 from ._redact import add_secret
 from .config import to_host
 from .errors import ConfigError, PluginLoadError
@@ -108,7 +108,8 @@ class PrometheusExporter(PeriodicPlugin):
         #: The pages served, rendered again soon after the snapshot changes.
         self.pages = Pages(self.snapshot, self.exposition)
         self._refresh: Any = None  # the timeout handle of the next refresh
-        self._processes: Dict[Tuple[int, float], Any] = {}  # psutil.Process, by key
+        #: Reads CPU and memory in a worker thread, one poll at a time.
+        self.usage = UsageReader(self._psutil, self.children)
         # (watcher, pid) -> {'wid', 'started'} of the processes seen, from their stats
         self._known: Dict[Tuple[str, int], Dict[str, Any]] = {}
         self._server: Optional[HTTPServer] = None
@@ -216,8 +217,7 @@ class PrometheusExporter(PeriodicPlugin):
                  for name, found in pids.items() if found is not None}
         keys = [(pid, start_time(about)) for name in infos
                 for pid, about in process_infos(infos[name])]
-        usage = await self.loop.run_in_executor(
-            None, partial(_read_usage, self._psutil, keys, self.children, self._processes))
+        usage = await self.loop.run_in_executor(None, self.usage.read, keys)
         running = {name: len(found) for name, found in pids.items() if found is not None}
         self.snapshot.polled(statuses, infos, desired, usage, running)
         self._render_now()  # before the next scrape comes, not RENDER_DELAY later
@@ -289,36 +289,4 @@ def _count(reply: Mapping[str, Any]) -> Optional[int]:
     options = reply.get('options') if reply.get('status') == 'ok' else None
     value = options.get('numprocesses') if isinstance(options, Mapping) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _read_usage(psutil: Any, keys: List[Tuple[int, float]], children: bool,
-                cache: Dict[Tuple[int, float], Any]) -> Dict[Tuple[int, float], Usage]:
-    """The CPU time and memory of each process, in a worker thread (psutil reads
-    ``/proc``). ``cache`` keeps the ``psutil.Process`` of each (only this function
-    touches it, one poll at a time)."""
-    usage = {}
-    for key in keys:
-        try:
-            process = cache.get(key)
-            if process is None:
-                process = cache[key] = psutil.Process(key[0])
-            with process.oneshot():
-                times, rss = process.cpu_times(), process.memory_info().rss
-            cpu = times.user + times.system
-            if children:
-                cpu += times.children_user + times.children_system
-                for child in process.children(recursive=True):
-                    try:
-                        with child.oneshot():
-                            more = child.cpu_times()
-                            rss += child.memory_info().rss
-                        cpu += more.user + more.system
-                    except (psutil.NoSuchProcess, psutil.AccessDenied):
-                        pass
-            usage[key] = Usage(cpu, rss)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            cache.pop(key, None)
-    for key in set(cache) - set(keys):
-        del cache[key]
-    return usage
 
