@@ -11,6 +11,7 @@ setup(
         'redis': ['redis>=4.2'],
         'alerts': ['aiosmtplib>=3'],
         'prometheus': ['prometheus_client>=0.20', 'psutil'],
+        'autoscale': ['psutil'],
         'test': ['pytest', 'hypothesis', 'circus==0.19.0', 'psutil', 'redis>=4.2',
                  'aiosmtplib>=3', 'aiosmtpd', 'trustme', 'prometheus_client>=0.20'],
         'docs': ['sphinx'],
