@@ -1,0 +1,292 @@
+"""A record of every event: :class:`EventLogger` writes one JSON object a line.
+
+Each of circusd's events, and each plugin-made event when it runs beside the plugins
+that make them (a host, or ``events_subscribe``), becomes a line such as::
+
+    {"time": "2026-12-03T08:06:20.123456+00:00", "host": "web1", "watcher": "web",
+     "event": "reap", "pid": 4242, "wid": null, "exit_code": -11, "signal": "SIGSEGV",
+     "exit": "crash", "plugin": null}
+
+``exit`` is why a reaped process ended (``crash``, ``exit`` or ``stopped``:
+:class:`~circus_plugins.events.Exits`); ``plugin`` names the plugin that made a
+plugin-made event, whose other fields are under ``details``. The lines go to any of
+three sinks at once: a file (``path``, rotated at ``max_bytes`` with ``backup_count``
+old files, and opened again when logrotate has moved it away), syslog (``syslog``:
+``/dev/log``, ``udp://host:port`` or ``tcp://host:port``; ``syslog_facility``) and
+standard output (``stdout``). Writing happens in a thread of the standard library's
+:class:`logging.handlers.QueueListener`, never on the plugin's loop; at stop, the events
+on their way are still taken (:attr:`~circus_plugins.CircusPlugin.drain_on_stop`) and
+everything queued is written before the plugin ends. A write that fails (a full disk, a
+syslog server away) is counted and said once, never fatal.
+"""
+import datetime
+import json
+import logging
+import logging.handlers
+import math
+import os
+import queue
+import re
+import socket
+import sys
+import threading
+from typing import Any, Dict, List, Optional
+
+from ._log import SayOnce
+from .config import MAX_COUNT, to_matcher
+from .errors import ConfigError
+from .events import Exits, read_event
+from .plugin import CircusPlugin
+
+__all__ = ['EventLogger']
+
+#: Records waiting to be written at most; beyond, new ones are counted as lost.
+QUEUE_SIZE = 100000
+_FACILITIES = logging.handlers.SysLogHandler.facility_names
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as text: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _to_actions(value: Any, option: str) -> List[str]:
+    actions = [a for a in re.split(r'[\s,]+', str(value).strip()) if a]
+    if not actions or not all(a == '*' or re.fullmatch(r'[A-Za-z0-9_-]{1,64}', a)
+                              for a in actions):
+        raise ConfigError('option %r: %r is not a list of event names' % (option, value))
+    return actions
+
+
+class _Losses:
+    """Counts the records a sink could not write, and says so once a minute per kind
+    of failure (thread-safe: sinks fail in the listener's thread)."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        self._say = SayOnce(log, every=60.0, by_key=True)
+
+    def lost(self, sink: str, why: Optional[BaseException]) -> None:
+        with self._lock:
+            self.count += 1
+            self._say((sink, type(why).__name__), logging.ERROR,
+                      'event records lost: %s failed (%s: %s); %d lost so far', sink,
+                      type(why).__name__, why, self.count)
+
+
+class _Sink:
+    """What the sinks share: a failure is a counted loss, not a traceback on stderr."""
+
+    sink_name = 'sink'
+    losses: Optional[_Losses] = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's)
+        if self.losses is not None:
+            self.losses.lost(self.sink_name, sys.exc_info()[1])
+
+
+class _FileSink(_Sink, logging.handlers.RotatingFileHandler):
+    """Rotated at ``max_bytes``; opened again when the file was moved or removed (by
+    logrotate), as :class:`logging.handlers.WatchedFileHandler` does."""
+
+    sink_name = 'the file'
+
+    def __init__(self, path: str, max_bytes: int, backup_count: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backup_count,
+                         encoding='utf-8')
+        self._id = self._identity()
+
+    def _identity(self):
+        if self.stream is None:
+            return None
+        stat = os.fstat(self.stream.fileno())
+        return stat.st_dev, stat.st_ino
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stat = os.stat(self.baseFilename)
+            here = stat.st_dev, stat.st_ino
+        except FileNotFoundError:
+            here = None
+        if self.stream is not None and here != self._id:
+            self.stream.close()
+            self.stream = self._open()
+            self._id = self._identity()
+        super().emit(record)
+
+    def doRollover(self) -> None:  # noqa: N802 (logging's name)
+        super().doRollover()
+        self._id = self._identity()
+
+
+class _SyslogSink(_Sink, logging.handlers.SysLogHandler):
+    """Over TCP, a connection that failed is made again at the next record (the
+    standard handler would keep writing to the broken one)."""
+
+    sink_name = 'syslog'
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's)
+        if not self.unixsocket and self.socktype == socket.SOCK_STREAM and self.socket:
+            try:
+                self.socket.close()
+            except OSError:
+                pass
+            self.socket = None
+        super().handleError(record)
+
+
+class _StdoutSink(_Sink, logging.StreamHandler):
+    sink_name = 'standard output'
+
+
+def _syslog_address(value: str, option: str):
+    """``(address, socket type)`` for ``/dev/log``, ``udp://h:p`` or ``tcp://h:p``."""
+    match = re.fullmatch(r'(udp|tcp)://(\[[^\]]+\]|[^:/]+):(\d{1,5})', value.strip())
+    if match:
+        host, port = match.group(2).strip('[]'), int(match.group(3))
+        if not 0 < port < 65536:
+            raise ConfigError('option %r: %r: no such port' % (option, value))
+        kind = socket.SOCK_DGRAM if match.group(1) == 'udp' else socket.SOCK_STREAM
+        return (host, port), kind
+    if value.startswith('/'):
+        return value, None
+    raise ConfigError('option %r: %r is not /path/to/socket, udp://host:port or '
+                      'tcp://host:port' % (option, value))
+
+
+class EventLogger(CircusPlugin):
+    """Writes every event as a JSON line to a file, syslog and/or standard output; its
+    options are described in the plugin's documentation page."""
+
+    name = 'event_logger'
+    #: Events already on their way at stop are written too.
+    drain_on_stop = 0.2
+
+    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        o = self.option
+        self.path = o('path', '')
+        self.max_bytes = o('max_bytes', 0, int, minimum=0, maximum=2 ** 62)
+        self.backup_count = o('backup_count', 5, int, minimum=0, maximum=MAX_COUNT)
+        self.syslog = o('syslog', '')
+        self.facility = o('syslog_facility', 'daemon').lower()
+        if self.facility not in _FACILITIES:
+            raise ConfigError('plugin %s: option %r: %r is not a syslog facility (%s)'
+                              % (self.name, 'syslog_facility', self.facility,
+                                 ', '.join(sorted(_FACILITIES))))
+        self.stdout = o('stdout', False, bool)
+        self.watchers = o('watchers', '*', to_matcher)
+        self.events = o('events', '*', _to_actions)
+        self.hostname = o('hostname', socket.gethostname())
+        if not (self.path or self.syslog or self.stdout):
+            raise ConfigError('plugin %s: nowhere to write: set path, syslog or stdout'
+                              % self.name)
+        if self.syslog:
+            try:
+                self._syslog_address = _syslog_address(self.syslog, 'syslog')
+            except ConfigError as exc:
+                raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
+        if self.path:
+            self._check_path()
+        self.exits = Exits()
+        #: Records taken (queued to be written) and records lost (queue full, or a sink
+        #: failed); read from any thread.
+        self.taken = 0
+        self.losses = _Losses(self.log)
+        self._queue: Optional[queue.Queue] = None
+        self._listener: Optional[logging.handlers.QueueListener] = None
+        self._sinks: List[logging.Handler] = []
+
+    def _check_path(self) -> None:
+        """An unwritable path is a clear error at start, not a loss later."""
+        try:
+            with open(self.path, 'a', encoding='utf-8'):
+                pass
+        except OSError as exc:
+            raise ConfigError('plugin %s: option %r: cannot write to %r: %s'
+                              % (self.name, 'path', self.path, exc.strerror or exc)) from None
+
+    # -- life ------------------------------------------------------------------------------
+
+    def handle_init(self) -> None:
+        sinks: List[logging.Handler] = []
+        opening = self.path
+        try:
+            if self.path:
+                sinks.append(_FileSink(self.path, self.max_bytes, self.backup_count))
+            if self.syslog:
+                opening = self.syslog
+                address, kind = self._syslog_address
+                sinks.append(_SyslogSink(address, _FACILITIES[self.facility], kind))
+            if self.stdout:
+                sinks.append(_StdoutSink(sys.stdout))
+        except OSError as exc:
+            for sink in sinks:
+                sink.close()
+            raise ConfigError('plugin %s: cannot open %s: %s' % (
+                self.name, opening, exc.strerror or exc)) from None
+        for sink in sinks:
+            sink.losses = self.losses
+            if isinstance(sink, _SyslogSink):
+                sink.ident = 'circus: '
+        self._sinks = sinks
+        self._queue = queue.Queue(QUEUE_SIZE)
+        self._listener = logging.handlers.QueueListener(self._queue, *sinks)
+        self._listener.start()
+
+    def handle_stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()  # writes what is queued, then ends its thread
+        for sink in self._sinks:
+            sink.close()
+        if self.losses.count:
+            self.log.warning('%d event records of %d were lost', self.losses.count,
+                             self.taken)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def handle_recv(self, data) -> None:
+        event = read_event(self.log, data, plugin_events=True)
+        if event is None:
+            return
+        why = self.exits.see(event)
+        if not self.watchers(event.watcher) or not (
+                '*' in self.events or event.action in self.events):
+            return
+        self.write(self.record(event, why))
+
+    def record(self, event, why: Optional[str]) -> Dict[str, Any]:
+        """The JSON object of ``event`` (``why``: its process's end, for a reap)."""
+        when = event.time()
+        moment = (datetime.datetime.fromtimestamp(when) if when is not None
+                  else datetime.datetime.now()).astimezone()
+        record = {'time': moment.isoformat(timespec='microseconds'), 'host': self.hostname,
+                  'watcher': event.watcher, 'event': event.action, 'pid': event.pid(),
+                  'wid': event.wid(), 'exit_code': event.exit_code(),
+                  'signal': event.signal(), 'exit': why, 'plugin': event.plugin}
+        if event.plugin is not None:
+            record['details'] = _finite({k: v for k, v in event.fields.items()
+                                         if k not in ('plugin', 'time')})
+        return record
+
+    def write(self, record: Dict[str, Any]) -> None:
+        """Queue ``record`` to be written by every sink; never blocks. On the loop."""
+        if self._queue is None:
+            return
+        line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+        entry = logging.LogRecord('circus_plugins.events', logging.INFO, __file__, 0,
+                                  line, None, None)
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full as exc:
+            self.losses.lost('the queue (%d records waiting)' % QUEUE_SIZE, exc)
+            return
+        self.taken += 1
