@@ -11,6 +11,7 @@ import trustme
 from hypothesis import strategies as st
 from tornado.ioloop import IOLoop
 
+from circus_plugins import CircusPlugin
 from circus_plugins.testing import Circusd, EventRecorder, run_on_loop, wait_for
 from receivers import PROMETHEUS, PrometheusServer, WebhookReceiver
 
@@ -317,3 +318,18 @@ def heard(circusd, progress, timeout=8.0):
                 raise
         finally:
             circusd.call('stop', name='marker')
+
+
+class _Other(CircusPlugin):
+    """A plugin that does nothing, named ``other``: tests emit events in its name."""
+    name = 'other'
+
+    def handle_recv(self, data):
+        pass
+
+
+def running_beside(circusd):
+    """A plugin named ``other`` running in this process, beside the plugin under test:
+    what it :meth:`~circus_plugins.CircusPlugin.emit` reaches the others as plugin-made
+    events do in a host."""
+    return plugin_running(_Other, circusd)

@@ -2,7 +2,6 @@
 and checked with promtool, on 127.0.0.1."""
 import asyncio
 import base64
-import contextlib
 import gzip
 import logging
 import ssl
@@ -15,10 +14,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from circus_plugins import CircusPlugin, ConfigError, PluginLoadError
+from circus_plugins import ConfigError, PluginLoadError
 from circus_plugins.prometheus import RENDER_DELAY, PrometheusExporter
 from circus_plugins.testing import ScriptedCircusd, wait_for
-from conftest import MARKER, heard, plugin_running, untrusted_events
+from conftest import MARKER, heard, plugin_running, running_beside, untrusted_events
 from receivers import PROMTOOL
 
 WEB = {'cmd': 'sleep 1000', 'numprocesses': 2}
@@ -168,21 +167,6 @@ def test_plugin_made_events_are_counted_when_run_beside_it(start_circusd):
         wait_for(lambda: sample(plugin, 'circus_plugin_actions_total', plugin='other',
                                 action='flapping', watcher='web') == 2,
                  what='two actions counted')
-
-
-@contextlib.contextmanager
-def running_beside(circusd):
-    class Other(CircusPlugin):
-        name = 'other'
-
-        def handle_recv(self, data):
-            pass
-    other = Other(circusd.endpoint, circusd.pubsub_endpoint, 1.0)
-    other.start_background()
-    try:
-        yield other
-    finally:
-        other.stop()
 
 
 def test_format_and_compression_are_negotiated_and_families_chosen(start_circusd):

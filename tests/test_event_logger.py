@@ -1,0 +1,231 @@
+"""EventLogger under a real circusd 0.19 and a stand-in event stream: the records, rotation,
+logrotate, a SIGTERM after a burst, syslog over UDP, failures counted."""
+import datetime
+import json
+import logging
+import os
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from circus_plugins.errors import ConfigError
+from circus_plugins.event_logger import EventLogger
+from circus_plugins.testing import (EventPublisher, PluginProcess, ScriptedCircusd,
+                                    UdpReceiver, wait_for)
+from conftest import MARKER, heard, plugin_running, running_beside, untrusted_events
+
+NOWHERE = 'tcp://127.0.0.1:1'
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding='utf-8') as log:
+        return [json.loads(line) for line in log]
+
+
+def logging_to(path, circusd, **options):
+    return plugin_running(EventLogger, circusd, path=path, **options)
+
+
+def test_a_watchers_stop_and_a_crash_with_every_field(start_circusd, tmp_path):
+    path = str(tmp_path / 'events.log')
+    circusd = start_circusd(watchers={'web': {'cmd': 'sleep 1000'}, 'marker': MARKER,
+                                      'crasher': {'cmd': 'sh -c "exit 3"'}})
+    with logging_to(path, circusd, hostname='web1') as plugin:
+        heard(circusd, lambda: plugin.taken)
+        [pid] = circusd.pids('web')
+        circusd.call('stop', name='web')
+        wait_for(lambda: any(r['watcher'] == 'web' and r['event'] == 'stop'
+                             for r in lines(path)), what='the stop written')
+        wait_for(lambda: any(r['event'] == 'reap' and r['watcher'] == 'crasher'
+                             for r in lines(path)), what='a crash written')
+    web = [r for r in lines(path) if r['watcher'] == 'web']
+    assert [r['event'] for r in web] == ['kill', 'reap', 'stop']
+    kill, reap, stop = web
+    assert reap == {'time': reap['time'], 'host': 'web1', 'watcher': 'web', 'event': 'reap',
+                    'pid': pid, 'wid': None, 'exit_code': -15, 'signal': 'SIGTERM',
+                    'exit': 'stopped', 'plugin': None}
+    assert kill['pid'] == pid and stop['pid'] is None
+    when = datetime.datetime.fromisoformat(reap['time'])
+    assert when.tzinfo is not None and abs(when.timestamp() - stop_time(stop)) < 5
+    crash = next(r for r in lines(path) if r['event'] == 'reap' and r['watcher'] == 'crasher')
+    assert (crash['exit_code'], crash['exit'], crash['signal']) == (3, 'crash', None)
+
+
+def stop_time(record):
+    return datetime.datetime.fromisoformat(record['time']).timestamp()
+
+
+def published(events, plugin, count, watcher='web'):
+    """Publish ``count`` spawns of ``watcher`` once the plugin hears the publisher."""
+    def hears():
+        events.publish('probe', 'spawn', process_pid=1)
+        return plugin.taken
+    wait_for(hears, what='the subscription')
+    for n in range(count):
+        events.publish(watcher, 'spawn', process_pid=n + 1, time=1e9 + n)
+
+
+def test_the_file_is_rotated_at_max_bytes(tmp_path):
+    path = str(tmp_path / 'events.log')
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path, max_bytes='2000',
+                             backup_count='2')
+        with plugin:
+            published(events, plugin, 100)
+            wait_for(lambda: [r['pid'] for r in lines(path)][-1:] == [100],
+                     what='the last record written')
+    names = sorted(os.listdir(tmp_path))
+    assert names == ['events.log', 'events.log.1', 'events.log.2']
+    assert all(os.path.getsize(tmp_path / name) <= 2000 for name in names)
+    kept = [r['pid'] for name in reversed(names) for r in lines(tmp_path / name)
+            if r['watcher'] == 'web']
+    assert kept == list(range(101 - len(kept), 101)) and len(kept) > 20
+
+
+def test_a_file_moved_away_by_logrotate_is_opened_again(tmp_path):
+    path = str(tmp_path / 'events.log')
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
+        with plugin:
+            published(events, plugin, 10)
+            wait_for(lambda: len([r for r in lines(path) if r['watcher'] == 'web']) == 10)
+            os.rename(path, path + '.1')                     # what logrotate does
+            for n in range(10, 15):
+                events.publish('web', 'spawn', process_pid=n + 1)
+            wait_for(lambda: len(lines(path)) == 5, what='the new file')
+    assert [r['pid'] for r in lines(path)] == [11, 12, 13, 14, 15]
+    assert len([r for r in lines(path + '.1') if r['watcher'] == 'web']) == 10
+
+
+def test_every_event_of_a_burst_is_written_through_a_sigterm(tmp_path):
+    path = str(tmp_path / 'events.log')
+    with EventPublisher() as events:
+        process = PluginProcess('circus_plugins.event_logger.EventLogger', None,
+                                config={'path': path}, endpoint=NOWHERE,
+                                pubsub=events.endpoint, log_path=str(tmp_path / 'p.log'))
+        with process:
+            def hears():
+                events.publish('probe', 'spawn', process_pid=1)
+                return lines(path)
+            wait_for(hears, timeout=8, what='the plugin to write')
+            for n in range(5000):
+                events.publish('web', 'spawn', process_pid=n + 1, time=1e9 + n)
+            returncode = process.stop()              # SIGTERM right after the burst
+    assert returncode == 0, process.log()
+    written = [r['pid'] for r in lines(path) if r['watcher'] == 'web']
+    assert written == list(range(1, 5001))
+
+
+def test_records_reach_a_syslog_server_over_udp(tmp_path):
+    with UdpReceiver() as syslog, EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0,
+                             syslog='udp://127.0.0.1:%d' % syslog.port,
+                             syslog_facility='local3')
+        with plugin:
+            published(events, plugin, 3)
+            wait_for(lambda: syslog.receive() and False or len(
+                [d for d in syslog.datagrams if b'"web"' in d]) == 3, what='3 datagrams')
+    datagram = next(d for d in syslog.datagrams if b'"web"' in d)
+    assert datagram.startswith(b'<158>circus: {')  # local3 (19) * 8 + info (6)
+    assert datagram.endswith(b'}\x00')
+    assert json.loads(datagram[len(b'<158>circus: '):-1])['event'] == 'spawn'
+
+
+def test_plugin_made_events_beside_it_name_their_plugin(start_circusd, tmp_path):
+    path = str(tmp_path / 'events.log')
+    circusd = start_circusd(watchers={'web': {'cmd': 'sleep 1000'}})
+    with logging_to(path, circusd) as plugin, running_beside(circusd) as other:
+        other.emit('web', 'flapping', retry_in=7.0, attempt=1)
+        wait_for(lambda: plugin.taken, what='the event written')
+    [record] = [r for r in lines(path) if r['event'] == 'flapping']
+    assert record['plugin'] == 'other' and record['details'] == {'retry_in': 7.0,
+                                                                 'attempt': 1}
+
+
+def test_filters_keep_the_watchers_and_events_asked_for(tmp_path):
+    path = str(tmp_path / 'events.log')
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path,
+                             watchers='web-*', events='reap')
+        with plugin:
+            def hears():
+                events.publish('web-0', 'reap', process_pid=1, exit_code=1)
+                return plugin.taken
+            wait_for(hears, what='the subscription')
+            events.publish('db', 'reap', process_pid=2, exit_code=1)
+            events.publish('web-1', 'spawn', process_pid=3)
+            events.publish('web-1', 'reap', process_pid=3, exit_code=1)
+            wait_for(lambda: ('web-1', 'reap') in [(r['watcher'], r['event'])
+                                                   for r in lines(path)], what='the reap')
+    assert {(r['watcher'], r['event']) for r in lines(path)} == {('web-0', 'reap'),
+                                                                 ('web-1', 'reap')}
+
+
+def test_a_path_that_cannot_be_written_is_refused_at_start(tmp_path):
+    with pytest.raises(ConfigError, match=r"^plugin event_logger: option 'path': cannot "
+                                          r"write to '.*/missing/events.log': No such file"):
+        EventLogger(NOWHERE, NOWHERE, 1.0, path=str(tmp_path / 'missing' / 'events.log'))
+
+
+def test_a_full_disk_is_a_counted_loss_said_once_not_a_dead_plugin(caplog):
+    caplog.set_level(logging.ERROR)
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path='/dev/full')
+        with plugin:
+            published(events, plugin, 50)
+            wait_for(lambda: plugin.losses.count >= 51, what='the losses counted')
+            assert plugin.running
+    said = [r for r in caplog.records if 'event records lost' in r.getMessage()]
+    assert len(said) == 1 and 'No space left on device' in said[0].getMessage()
+
+
+@pytest.mark.parametrize('config, says', [
+    ({}, 'nowhere to write'),
+    ({'stdout': 'true', 'syslog': 'udp://127.0.0.1'}, "option 'syslog'"),
+    ({'stdout': 'true', 'syslog_facility': 'kitchen'}, 'is not a syslog facility'),
+    ({'stdout': 'true', 'events': 'reap; rm -rf'}, "option 'events'"),
+    ({'stdout': 'true', 'max_bytes': '-1'}, "option 'max_bytes'"),
+])
+def test_bad_options_are_refused_naming_them(config, says):
+    with pytest.raises(ConfigError, match='^plugin event_logger: ') as raised:
+        EventLogger(NOWHERE, NOWHERE, 1.0, **config)
+    assert says in str(raised.value)
+
+
+def test_untrusted_events_never_escape_and_every_line_is_json(tmp_path):
+    path = str(tmp_path / 'events.log')
+    plugin = EventLogger(NOWHERE, 'tcp://127.0.0.1:2', 1.0, path=path)
+    with ScriptedCircusd(plugin) as circusd:
+        @settings(max_examples=150, deadline=None)
+        @given(st.lists(untrusted_events(['spawn', 'reap', 'kill', 'stop', 'flapping']),
+                        max_size=6))
+        def feed(given_events):
+            circusd.feed_raw(*given_events)
+        feed()
+        assert circusd.escaped == []
+    for record in lines(path):                       # json.loads of each line
+        assert set(record) >= {'time', 'host', 'watcher', 'event', 'exit', 'plugin'}
+
+
+def test_stop_returns_once_every_record_taken_is_written(tmp_path, monkeypatch):
+    from circus_plugins import event_logger
+    path = str(tmp_path / 'events.log')
+    write = event_logger._FileSink.emit
+
+    def slow_write(sink, record):   # a slow disk: the records taken wait in the queue
+        deadline = time.monotonic() + 0.002
+        while time.monotonic() < deadline:
+            pass
+        write(sink, record)
+    monkeypatch.setattr(event_logger._FileSink, 'emit', slow_write)
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
+        with plugin:
+            published(events, plugin, 300)
+            wait_for(lambda: plugin.taken >= 300, what='300 records taken')
+            assert len(lines(path)) < plugin.taken       # still being written
+        taken = plugin.taken
+    assert len(lines(path)) == taken
