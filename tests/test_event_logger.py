@@ -4,6 +4,9 @@ import datetime
 import json
 import logging
 import os
+import socket
+import socketserver
+import threading
 import time
 
 import pytest
@@ -12,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 from circus_plugins.errors import ConfigError
 from circus_plugins.event_logger import EventLogger
 from circus_plugins.testing import (EventPublisher, PluginProcess, ScriptedCircusd,
-                                    UdpReceiver, wait_for)
+                                    UdpReceiver, free_port, wait_for)
 from conftest import MARKER, heard, plugin_running, running_beside, untrusted_events
 
 NOWHERE = 'tcp://127.0.0.1:1'
@@ -229,3 +232,85 @@ def test_stop_returns_once_every_record_taken_is_written(tmp_path, monkeypatch):
             assert len(lines(path)) < plugin.taken       # still being written
         taken = plugin.taken
     assert len(lines(path)) == taken
+
+
+class TcpSyslog:
+    """A syslog server over TCP on 127.0.0.1 keeping the NUL-ended messages it gets;
+    :meth:`stop` closes it and its connections, :meth:`start` opens it again (same
+    port)."""
+
+    def __init__(self):
+        self.port, self.messages, self._server = free_port(), [], None
+        self.connections = []
+
+    def start(self):
+        receiver = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                receiver.connections.append(self.request)
+                data = b''
+                while True:
+                    try:
+                        chunk = self.request.recv(65536)
+                    except OSError:   # closed by stop()
+                        return
+                    if not chunk:
+                        return
+                    data += chunk
+                    *done, data = data.split(b'\x00')
+                    receiver.messages += done
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+            block_on_close = False
+        self._server = Server(('127.0.0.1', self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+        connections, self.connections = self.connections, []
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            connection.close()
+
+    def spawns(self):
+        return [json.loads(m.split(b': ', 1)[1])['pid'] for m in self.messages
+                if b'"web"' in m]
+
+
+def test_tcp_syslog_away_for_a_while_loses_what_it_missed_and_gets_the_rest(caplog):
+    syslog = TcpSyslog().start()
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0,
+                             syslog='tcp://127.0.0.1:%d' % syslog.port)
+        with plugin:
+            published(events, plugin, 3)
+            wait_for(lambda: syslog.spawns() == [1, 2, 3], what='3 records over TCP')
+            syslog.stop()                                   # the server goes away
+            for pid in range(4, 9):
+                events.publish('web', 'spawn', process_pid=pid)
+            wait_for(lambda: plugin.losses.count >= 1, what='a loss counted')
+            syslog.start()                                  # and comes back
+            for pid in range(100, 103):
+                events.publish('web', 'spawn', process_pid=pid)
+                wait_for(lambda: pid in syslog.spawns() or plugin.losses.count > 8,
+                         what='record %d or its loss' % pid)
+            wait_for(lambda: 102 in syslog.spawns(), what='the records after the return')
+        syslog.stop()
+    assert plugin.losses.count <= 5 + 3          # what it missed, and no more for ever
+    assert 'event records lost: syslog failed' in caplog.text
+
+
+def test_a_plugin_section_run_by_circusd_writes_the_record(start_circusd, tmp_path):
+    path = str(tmp_path / 'events.log')
+    start_circusd(watchers={'crasher': {'cmd': 'sh -c "exit 3"'}}, plugins={
+        'event_logger': {'use': 'circus_plugins.event_logger.EventLogger', 'path': path}})
+    wait_for(lambda: any(r['watcher'] == 'crasher' and r['exit'] == 'crash'
+                         for r in lines(path)), timeout=8, what='a crash in the file')
