@@ -519,7 +519,27 @@ class ScriptedCircusd:
         return self.commands.empty()
 
 
-class EventPublisher:
+class _OwnSocket:
+    """A ZeroMQ socket with a context of its own, both closed by :meth:`close`; a context
+    manager."""
+
+    def __init__(self, kind: int) -> None:
+        self._context = zmq.Context()
+        self.socket = self._context.socket(kind)
+        self.socket.linger = 0
+
+    def close(self) -> None:
+        self.socket.close()
+        self._context.term()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class EventPublisher(_OwnSocket):
     """A PUB socket standing in for circusd's event stream: give a plugin its
     :attr:`endpoint` as ``pubsub_endpoint`` and :meth:`publish` events, as many and as
     fast as a test needs (it queues without limit rather than drop)::
@@ -534,9 +554,7 @@ class EventPublisher:
     """
 
     def __init__(self) -> None:
-        self._context = zmq.Context()
-        self.socket = self._context.socket(zmq.PUB)
-        self.socket.linger = 0
+        super().__init__(zmq.PUB)
         self.socket.sndhwm = 0
         port = self.socket.bind_to_random_port('tcp://127.0.0.1')
         self.endpoint = 'tcp://127.0.0.1:%d' % port
@@ -550,18 +568,8 @@ class EventPublisher:
         """Publish two frames as they are."""
         self.socket.send_multipart([topic, body])
 
-    def close(self) -> None:
-        self.socket.close()
-        self._context.term()
 
-    def __enter__(self) -> 'EventPublisher':
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-class EventRecorder:
+class EventRecorder(_OwnSocket):
     """A SUB socket on circusd's events, for tests to see what plugins see.
 
     Call :meth:`sync` before relying on it: a SUB socket's subscription takes a moment to
@@ -569,9 +577,7 @@ class EventRecorder:
     """
 
     def __init__(self, pubsub_endpoint: str, topic: bytes = b'watcher.') -> None:
-        self._context = zmq.Context()
-        self.socket = self._context.socket(zmq.SUB)
-        self.socket.linger = 0
+        super().__init__(zmq.SUB)
         self.socket.setsockopt(zmq.SUBSCRIBE, topic)
         self.socket.connect(pubsub_endpoint)
         self.events: List[tuple] = []
@@ -611,16 +617,6 @@ class EventRecorder:
             circusd.call('decr', name=watcher)
             return self.poll(0.1)
         wait_for(arrived, timeout, interval=0, what='events from circusd')
-
-    def close(self) -> None:
-        self.socket.close()
-        self._context.term()
-
-    def __enter__(self) -> 'EventRecorder':
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
 
 def wait_connected(pid: int, endpoint: str, timeout: float = 5.0) -> None:
