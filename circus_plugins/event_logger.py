@@ -42,6 +42,9 @@ __all__ = ['EventLogger']
 
 #: Records waiting to be written at most; beyond, new ones are counted as lost.
 QUEUE_SIZE = 100000
+#: Seconds a syslog server over TCP may take to take a record, and a stop to write what
+#: is queued, before they count as failed: a server that stops reading holds nothing.
+SEND_TIMEOUT = 10.0
 _FACILITIES = logging.handlers.SysLogHandler.facility_names
 
 
@@ -131,6 +134,16 @@ class _SyslogSink(_Sink, logging.handlers.SysLogHandler):
     standard handler would keep writing to the broken one)."""
 
     sink_name = 'syslog'
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (self.socket is None and not self.unixsocket
+                and self.socktype == socket.SOCK_STREAM):
+            try:  # the standard handler makes it again only from Python 3.11 on
+                self.socket = socket.create_connection(self.address, SEND_TIMEOUT)
+            except OSError:
+                self.handleError(record)
+                return
+        super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's)
         if not self.unixsocket and self.socktype == socket.SOCK_STREAM and self.socket:
@@ -236,6 +249,8 @@ class EventLogger(CircusPlugin):
             sink.losses = self.losses
             if isinstance(sink, _SyslogSink):
                 sink.ident = 'circus: '
+                if sink.socket is not None and not sink.unixsocket:
+                    sink.socket.settimeout(SEND_TIMEOUT)
         self._sinks = sinks
         self._queue = queue.Queue(QUEUE_SIZE)
         self._listener = logging.handlers.QueueListener(self._queue, *sinks)
@@ -243,13 +258,30 @@ class EventLogger(CircusPlugin):
 
     def handle_stop(self) -> None:
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()  # writes what is queued, then ends its thread
+        if listener is not None and not self._write_queued(listener):
+            left = self._queue.qsize()
+            for _ in range(left):
+                self.losses.lost('the stop (not written in time)', None)
         for sink in self._sinks:
-            sink.close()
+            try:
+                sink.close()  # a file flushes: a full disk fails here too
+            except Exception as exc:
+                self.losses.lost(getattr(sink, 'sink_name', 'a sink'), exc)
         if self.losses.count:
-            self.log.warning('%d event records of %d were lost', self.losses.count,
-                             self.taken)
+            self.log.warning('%d event records were lost in all', self.losses.count)
+
+    def _write_queued(self, listener: logging.handlers.QueueListener) -> bool:
+        """Let the listener write what is queued, then end its thread, within
+        :data:`SEND_TIMEOUT` seconds of no progress; whether it did."""
+        while True:
+            try:  # QueueListener.stop() would give up at once on a full queue
+                self._queue.put(listener._sentinel, timeout=SEND_TIMEOUT)
+                break
+            except queue.Full:
+                if self._queue.full():  # nothing was taken for SEND_TIMEOUT s: stuck
+                    return False
+        listener._thread.join(SEND_TIMEOUT + self._queue.qsize() * 0.01)
+        return not listener._thread.is_alive()
 
     # -- events ----------------------------------------------------------------------------
 

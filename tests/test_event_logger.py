@@ -174,7 +174,7 @@ def test_a_path_that_cannot_be_written_is_refused_at_start(tmp_path):
 
 
 def test_a_full_disk_is_a_counted_loss_said_once_not_a_dead_plugin(caplog):
-    caplog.set_level(logging.ERROR)
+    caplog.set_level(logging.WARNING)
     with EventPublisher() as events:
         plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path='/dev/full')
         with plugin:
@@ -183,6 +183,8 @@ def test_a_full_disk_is_a_counted_loss_said_once_not_a_dead_plugin(caplog):
             assert plugin.running
     said = [r for r in caplog.records if 'event records lost' in r.getMessage()]
     assert len(said) == 1 and 'No space left on device' in said[0].getMessage()
+    assert 'handle_stop failed' not in caplog.text     # the flush at close fails too
+    assert 'event records were lost in all' in caplog.text
 
 
 @pytest.mark.parametrize('config, says', [
@@ -314,3 +316,27 @@ def test_a_plugin_section_run_by_circusd_writes_the_record(start_circusd, tmp_pa
         'event_logger': {'use': 'circus_plugins.event_logger.EventLogger', 'path': path}})
     wait_for(lambda: any(r['watcher'] == 'crasher' and r['exit'] == 'crash'
                          for r in lines(path)), timeout=8, what='a crash in the file')
+
+
+def test_a_full_queue_at_stop_is_still_written_and_what_did_not_fit_counted(
+        tmp_path, monkeypatch, caplog):
+    from circus_plugins import event_logger
+    monkeypatch.setattr(event_logger, 'QUEUE_SIZE', 50)
+    path = str(tmp_path / 'events.log')
+    write, stopping = event_logger._FileSink.emit, threading.Event()
+
+    def stuck_write(sink, record):   # a disk that hangs until the plugin is stopping
+        stopping.wait(5)
+        write(sink, record)
+    monkeypatch.setattr(event_logger._FileSink, 'emit', stuck_write)
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
+        with plugin:
+            published(events, plugin, 120)
+            wait_for(lambda: plugin._queue.full() and plugin.losses.count,
+                     what='the queue full')
+            threading.Thread(target=lambda: stopping.set() if wait_for(
+                lambda: plugin._listener is None) else None, daemon=True).start()
+    assert 'handle_stop failed' not in caplog.text
+    assert len(lines(path)) == plugin.taken == 51   # the queue and the one being written
+    assert plugin.taken + plugin.losses.count >= 120
