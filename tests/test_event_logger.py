@@ -215,17 +215,27 @@ def test_untrusted_events_never_escape_and_every_line_is_json(tmp_path):
         assert set(record) >= {'time', 'host', 'watcher', 'event', 'exit', 'plugin'}
 
 
-def test_stop_returns_once_every_record_taken_is_written(tmp_path, monkeypatch):
+def busy(seconds):
+    """Keep the CPU busy for ``seconds``: a slow write, not a wait for something."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+def slow_disk(monkeypatch, before_write):
+    """Make the file sink call ``before_write()`` before writing each record."""
     from circus_plugins import event_logger
-    path = str(tmp_path / 'events.log')
     write = event_logger._FileSink.emit
 
-    def slow_write(sink, record):   # a slow disk: the records taken wait in the queue
-        deadline = time.monotonic() + 0.002
-        while time.monotonic() < deadline:
-            pass
+    def slowed(sink, record):
+        before_write()
         write(sink, record)
-    monkeypatch.setattr(event_logger._FileSink, 'emit', slow_write)
+    monkeypatch.setattr(event_logger._FileSink, 'emit', slowed)
+
+
+def test_stop_returns_once_every_record_taken_is_written(tmp_path, monkeypatch):
+    path = str(tmp_path / 'events.log')
+    slow_disk(monkeypatch, lambda: busy(0.002))   # the records taken wait in the queue
     with EventPublisher() as events:
         plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
         with plugin:
@@ -323,12 +333,8 @@ def test_a_full_queue_at_stop_is_still_written_and_what_did_not_fit_counted(
     from circus_plugins import event_logger
     monkeypatch.setattr(event_logger, 'QUEUE_SIZE', 50)
     path = str(tmp_path / 'events.log')
-    write, stopping = event_logger._FileSink.emit, threading.Event()
-
-    def stuck_write(sink, record):   # a disk that hangs until the plugin is stopping
-        stopping.wait(5)
-        write(sink, record)
-    monkeypatch.setattr(event_logger._FileSink, 'emit', stuck_write)
+    stopping = threading.Event()
+    slow_disk(monkeypatch, lambda: stopping.wait(5))   # hangs until the plugin stops
     with EventPublisher() as events:
         plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
         with plugin:
