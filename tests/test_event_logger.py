@@ -346,3 +346,17 @@ def test_a_full_queue_at_stop_is_still_written_and_what_did_not_fit_counted(
     assert 'handle_stop failed' not in caplog.text
     assert len(lines(path)) == plugin.taken == 51   # the queue and the one being written
     assert plugin.taken + plugin.losses.count >= 120
+
+
+@pytest.mark.parametrize('zone', ['UTC', 'Europe/Paris', 'America/St_Johns'])
+def test_times_carry_the_offset_of_their_moment_across_summer_time(monkeypatch, zone):
+    from circus_plugins.event_logger import _iso
+    monkeypatch.setenv('TZ', zone)
+    time.tzset()
+    try:
+        for when in (1711846799.5, 1711846800.5, 1729990799.25, 1729990800.75, 1e9):
+            expected = datetime.datetime.fromtimestamp(when).astimezone()
+            assert _iso(when) == expected.isoformat(timespec='microseconds')
+    finally:
+        monkeypatch.undo()
+        time.tzset()
