@@ -40,7 +40,7 @@ from ._outbox import Outbox
 from ._smtp import SmtpSender
 from ._tail import tail
 from ._webhook import FORMATS, Notice, Webhook
-from .config import MAX_COUNT, MAX_SECONDS, to_bool, to_matcher
+from .config import MAX_COUNT, MAX_SECONDS, to_actions, to_bool, to_matcher
 from .errors import ConfigError
 from .events import CRASH, EXIT, Exits, read_event, shorten
 from .plugin import CircusPlugin
@@ -55,7 +55,6 @@ _FRESH = 10.0
 #: Watchers and, per watcher, spawned pids remembered at most.
 _MOST_WATCHERS = 4096
 _MOST_PIDS = 4096
-_ACTION = re.compile(r'[A-Za-z0-9_-]{1,64}')
 _NO_FILE = "circusd does not write this watcher's stdout or stderr to a file"
 
 
@@ -63,16 +62,6 @@ def _shown(value: Any, most: int = 200) -> str:
     """A plugin-made event's field as an alert shows it: text, cut to ``most``."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= most else text[:most - 1] + '\u2026'
-
-
-def _to_kinds(value: Any, option: str) -> Tuple[str, ...]:
-    """``events``: comma- or space-separated kinds, or ``*`` for every event."""
-    kinds = tuple(k for k in re.split(r'[\s,]+', str(value).strip()) if k)
-    bad = [k for k in kinds if k != '*' and not _ACTION.fullmatch(k)]
-    if not kinds or bad:
-        raise ConfigError('option %r: %r is not a list of event kinds (%s)'
-                          % (option, value, ', '.join(KINDS)))
-    return kinds
 
 
 def _mute_until(value: Any) -> Optional[float]:
@@ -112,7 +101,7 @@ class Alerts(CircusPlugin):
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         o = self.option
         self.watchers: Callable[[str], bool] = o('watchers', '*', to_matcher)
-        self.events = o('events', ' '.join(DEFAULT_EVENTS), _to_kinds)
+        self.events = o('events', ' '.join(DEFAULT_EVENTS), to_actions)
         unknown = [k for k in self.events if k != '*' and k not in KINDS]
         if unknown:
             self.log.warning('events: %s: none of the kinds known here (%s); only plugin-'

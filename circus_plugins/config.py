@@ -174,6 +174,20 @@ def to_regex(value: Any, option: str, *, groups: Sequence[str] = ()) -> Pattern:
     return pattern
 
 
+#: An event's action (``spawn``, ``flapping_giveup``...): what a topic's last part may be.
+ACTION = re.compile(r'[A-Za-z0-9_-]{1,64}')
+
+
+def to_actions(value: Any, option: str) -> Tuple[str, ...]:
+    """Read a list of event actions, separated by commas or spaces; ``*`` stands for
+    every action."""
+    actions = tuple(a for a in re.split(r'[\s,]+', str(value).strip()) if a)
+    if not actions or not all(a == '*' or ACTION.fullmatch(a) for a in actions):
+        raise ConfigError('option %r: %r is not a list of event names (letters, digits, '
+                          '_ and -; or *)' % (option, value))
+    return actions
+
+
 def to_matcher(value: Any, option: str) -> Callable[[str], bool]:
     """Read a filter of names: ``'*'`` (everything), comma- or space-separated globs
     (``web-*, api``; ``*``, ``?`` and ``[...]`` as in shell patterns, case-sensitive),

@@ -34,7 +34,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ._log import SayOnce
-from .config import MAX_COUNT, to_matcher
+from .config import MAX_COUNT, to_actions, to_matcher
 from .errors import ConfigError
 from .events import Exits, read_event
 from .plugin import CircusPlugin
@@ -71,14 +71,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
-
-
-def _to_actions(value: Any, option: str) -> List[str]:
-    actions = [a for a in re.split(r'[\s,]+', str(value).strip()) if a]
-    if not actions or not all(a == '*' or re.fullmatch(r'[A-Za-z0-9_-]{1,64}', a)
-                              for a in actions):
-        raise ConfigError('option %r: %r is not a list of event names' % (option, value))
-    return actions
 
 
 class _Losses:
@@ -215,7 +207,7 @@ class EventLogger(CircusPlugin):
                                  ', '.join(sorted(_FACILITIES))))
         self.stdout = o('stdout', False, bool)
         self.watchers = o('watchers', '*', to_matcher)
-        self.events = o('events', '*', _to_actions)
+        self.events = o('events', '*', to_actions)
         self.hostname = o('hostname', socket.gethostname())
         if not (self.path or self.syslog or self.stdout):
             raise ConfigError('plugin %s: nowhere to write: set path, syslog or stdout'

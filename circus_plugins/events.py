@@ -35,13 +35,12 @@ unless asked for them. The documentation's page "The event model" tells it all.
 import json
 import logging
 import math
-import re
 import time as _time
 import types
 from typing import Any, Callable, Container, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 from ._log import plugin_logger
-from .config import signal_name as _signal_name
+from .config import ACTION as _ACTION, signal_name as _signal_name
 from .errors import MalformedEvent
 
 
@@ -63,7 +62,6 @@ MAX_PLUGIN_NAME = 256
 PLUGIN_PREFIX = 'plugin'
 _PLUGIN_TEXT = PLUGIN_PREFIX + '.'
 _PLUGIN_BYTES = _PLUGIN_TEXT.encode()
-_ACTION = re.compile(r'[A-Za-z0-9_-]{1,64}')
 _NO_FIELDS: Mapping[str, Any] = types.MappingProxyType({})
 #: Topics read already: circusd repeats a few (watchers × actions), and a plugin that
 #: reads only topics (StatsdEmitter) would otherwise spend most of its time here.

@@ -264,3 +264,13 @@ def test_to_matcher_refuses_a_value_naming_nothing(value):
 
 def test_to_matcher_regex_ignores_space_after_its_prefix():
     assert to_matcher('re: web-\\d+', 'watchers')('web-1')
+
+
+def test_to_actions_reads_names_or_star_and_refuses_the_rest():
+    from circus_plugins.config import to_actions
+    assert to_actions(' crash, flapping_giveup  reap ', 'events') == (
+        'crash', 'flapping_giveup', 'reap')
+    assert to_actions('*', 'events') == ('*',)
+    for bad in ('', ' , ', 'reap; rm', 'x' * 65):
+        with pytest.raises(ConfigError, match="option 'events'"):
+            to_actions(bad, 'events')
