@@ -27,7 +27,7 @@ from ._scaling import Decision, Settings, Trend, decide
 from ._usage import Usage, UsageReader, import_psutil
 from .config import MAX_COUNT, MAX_SECONDS, to_bool, to_matcher, to_number
 from .errors import ConfigError
-from .events import CRASH, MAX_PID, Exits, read_event, shorten
+from .events import CRASH, MAX_PID, Exits, read_event, shorten, whole
 from .periodic import PeriodicPlugin
 
 __all__ = ['Autoscaler', 'Settings', 'Trend', 'decide']
@@ -68,13 +68,6 @@ OPTIONS: Dict[str, Tuple[Any, Callable[..., Any]]] = {
 }
 #: A watcher's own options beyond those: ``autoscale.active = false`` exempts it.
 WATCHER_ONLY = {'active': (True, to_bool)}
-
-
-def _whole(value: Any, low: int, high: int) -> Optional[int]:
-    """An integer from circusd's reply, or ``None`` if it is not one in range."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if low <= value <= high else None
 
 
 def _described(s: Settings) -> str:
@@ -292,7 +285,7 @@ class Autoscaler(PeriodicPlugin):
         watch.problem = settings.problem()
         if watch.problem is None and options.get('singleton') is True:
             watch.problem = 'it is a singleton'
-        watch.wanted = _whole(options.get('numprocesses'), 0, MAX_COUNT)
+        watch.wanted = whole(options.get('numprocesses'), 0, MAX_COUNT)
 
     def _why_not(self, name: str, watch: _Watch, status: Any,
                  now: float) -> Optional[Tuple[str, str]]:
@@ -344,7 +337,7 @@ class Autoscaler(PeriodicPlugin):
                 watch.forget_load()
                 continue
             self._unsay(name, watch, 'list')
-            pids[name] = sorted({pid for pid in found if _whole(pid, 1, MAX_PID)})
+            pids[name] = sorted({pid for pid in found if whole(pid, 1, MAX_PID)})
         keys = [(pid, 0.0) for found in pids.values() for pid in found]
         try:
             when, usage, available = await self.loop.run_in_executor(None, self._read, keys)
@@ -448,7 +441,7 @@ class Autoscaler(PeriodicPlugin):
             self.log.error('%s: could not scale %s %s: circusd said %s', shown, d.direction,
                            what, shorten(reply.get('reason', reply)))
             return
-        after = _whole(reply.get('numprocesses'), 0, MAX_COUNT)
+        after = whole(reply.get('numprocesses'), 0, MAX_COUNT)
         if after is None:
             after = d.after
         watch.wanted = after
@@ -462,7 +455,7 @@ class Autoscaler(PeriodicPlugin):
         running = None
         while True:
             reply = await self.ask('numprocesses', name=name)
-            running = _whole(reply.get('numprocesses'), 0, MAX_COUNT)
+            running = whole(reply.get('numprocesses'), 0, MAX_COUNT)
             if running == wanted:
                 self.log.info('%s: %s running', shorten(name), _processes(running))
                 return True

@@ -82,7 +82,7 @@ class Event(NamedTuple):
 
     def pid(self) -> Optional[int]:
         """``process_pid``: an integer from 1 to :data:`MAX_PID`, else ``None``."""
-        return _integer(self.fields.get('process_pid'), 1, MAX_PID)
+        return whole(self.fields.get('process_pid'), 1, MAX_PID)
 
     def time(self) -> Optional[float]:
         """``time``, when circusd published the event (when its plugin made a
@@ -98,7 +98,7 @@ class Event(NamedTuple):
     def exit_code(self) -> Optional[int]:
         """``exit_code`` of a ``reap``: the exit status (0 to 255) or, negative, the
         signal that ended the process; else ``None``."""
-        return _integer(self.fields.get('exit_code'), -255, 255)
+        return whole(self.fields.get('exit_code'), -255, 255)
 
     def signum(self) -> Optional[int]:
         """The number of the signal that ended the process (``exit_code`` is its
@@ -116,10 +116,12 @@ class Event(NamedTuple):
     def wid(self) -> Optional[int]:
         """``wid``, the process's worker id within its watcher (from 1), where the body
         gives it (circusd 0.19's events do not); else ``None``."""
-        return _integer(self.fields.get('wid'), 1, MAX_PID)
+        return whole(self.fields.get('wid'), 1, MAX_PID)
 
 
-def _integer(value: Any, low: int, high: int) -> Optional[int]:
+def whole(value: Any, low: int, high: int) -> Optional[int]:
+    """``value`` if it is an integer from ``low`` to ``high`` (a number circusd sent: in
+    an event, or a reply), else ``None``."""
     # JSON numbers only: True is an int to Python, and "12" or 12.0 are not what circusd
     # sends, so they say the publisher is not the circusd we know.
     if isinstance(value, bool) or not isinstance(value, int):

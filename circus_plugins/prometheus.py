@@ -27,9 +27,9 @@ from ._metrics import Snapshot, process_infos, start_time
 from ._pages import Pages
 from ._usage import UsageReader
 from ._redact import add_secret
-from .config import to_host
+from .config import MAX_COUNT, to_host
 from .errors import ConfigError, PluginLoadError
-from .events import EXIT, Exits, read_event
+from .events import EXIT, MAX_PID, Exits, read_event, whole
 from .periodic import PeriodicPlugin
 
 __all__ = ['PrometheusExporter']
@@ -281,12 +281,11 @@ def _pids(reply: Mapping[str, Any]) -> Optional[List[int]]:
     found = reply.get('pids') if reply.get('status') == 'ok' else None
     if not isinstance(found, list):
         return None
-    return [pid for pid in found if isinstance(pid, int) and not isinstance(pid, bool)
-            and 0 < pid < 2 ** 31]
+    return [pid for pid in found if whole(pid, 1, MAX_PID) is not None]
 
 
 def _count(reply: Mapping[str, Any]) -> Optional[int]:
     options = reply.get('options') if reply.get('status') == 'ok' else None
     value = options.get('numprocesses') if isinstance(options, Mapping) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return whole(value, 0, MAX_COUNT)
 
