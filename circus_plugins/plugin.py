@@ -36,8 +36,7 @@ from . import _bus
 from ._endpoint import check_endpoint, check_endpoints, check_ssh_server
 from ._log import plugin_logger
 from .config import MAX_SECONDS, to_bool, to_number
-from .errors import CallError, ConfigError
-from .errors import MalformedEvent
+from .errors import CallError, CircusPluginError, ConfigError, MalformedEvent
 from .events import PLUGIN_PREFIX, plugin_event, shorten
 
 #: Seconds during which :meth:`CircusPlugin.change_state` asks a busy circusd again.
@@ -47,6 +46,16 @@ BUSY_RETRY = 30.0
 _BURST = 512
 
 _BASE_ARGS = ('endpoint', 'pubsub_endpoint', 'check_delay', 'ssh_server')
+
+_MAKING_LOOP = threading.Lock()
+
+#: Seconds given at stop to the tasks still pending, then again once they are cancelled.
+_TASKS_AT_STOP = 0.5
+
+
+def _is_closed(loop: IOLoop) -> bool:
+    asyncio_loop = getattr(loop, 'asyncio_loop', None)
+    return asyncio_loop is not None and asyncio_loop.is_closed()
 
 
 class _NotInCircusPlugins:
@@ -121,6 +130,10 @@ class CircusPlugin(metaclass=_PluginMeta):
 
     #: The plugin's name, used in logs.
     name = ''
+    # Made by the first read of `loop` (see there); a class default, so that a subclass
+    # may even touch the loop before calling this class's constructor.
+    __loop: Optional[IOLoop] = None
+
     #: Seconds: at stop, events already on their way are still handled, until none has
     #: come for this long (and for at most half of ``call_timeout`` in all); 0, the
     #: default, stops at once. A plugin that keeps a record of events sets it.
@@ -150,9 +163,6 @@ class CircusPlugin(metaclass=_PluginMeta):
         #: where it also receives other processes' plugin-made events (its SUB connects).
         self.events_publish = self.option('events_publish', None, check_endpoint)
         self.events_subscribe = self.option('events_subscribe', [], check_endpoints)
-        #: The plugin's tornado IOLoop, run by the plugin thread: made when the plugin
-        #: starts (a constructor opens nothing), there before :meth:`handle_init` runs.
-        self.loop: Optional[IOLoop] = None
         self.running = False
         #: The plugin's ZeroMQ context while it runs, as in circus 0.19: sockets a plugin
         #: makes from it on the plugin thread are closed when the plugin stops.
@@ -174,6 +184,34 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.__stopped = threading.Event()
         self.__paused = False
         self.__ready: ThreadFuture = ThreadFuture()  # the start's outcome
+
+    @property
+    def loop(self) -> IOLoop:
+        """The plugin's tornado :class:`~tornado.ioloop.IOLoop`, there from construction.
+
+        As in circus 0.19, code may use it before :meth:`start`: add timers and callbacks
+        (``plugin.loop.add_timeout(deadline, plugin.stop)``), or drive a coroutine with
+        ``plugin.loop.run_sync(...)`` on a plugin never started. It is made at its first
+        read, so a plugin nobody touches opens nothing. :meth:`start` and
+        :meth:`start_background` run this very loop in the plugin thread, where it is the
+        current loop before :meth:`handle_init` runs, so timers and callbacks added before
+        the start are kept and fire there. It is closed when the plugin stops; a loop
+        closed before the start means the plugin cannot start (:meth:`start` raises
+        :class:`CircusPluginError`). Reading it is thread-safe.
+        """
+        loop = self.__loop
+        if loop is None:
+            with _MAKING_LOOP:  # two threads reading it first get the same loop
+                if self.__loop is None:
+                    self.__loop = IOLoop(make_current=False)
+                loop = self.__loop
+        return loop
+
+    @loop.setter
+    def loop(self, loop: IOLoop) -> None:
+        if getattr(self, '_CircusPlugin__thread', None) is not None:
+            raise RuntimeError('plugin %s: its loop cannot change once started' % self.name)
+        self.__loop = loop
 
     def option(self, key: str, default: Any, kind: Callable = str, *,
                minimum: Optional[float] = None, maximum: Optional[float] = None,
@@ -276,8 +314,12 @@ class CircusPlugin(metaclass=_PluginMeta):
             if not self.active:
                 self.log.info('not active: waiting to be stopped')
                 return self
+            if _is_closed(self.loop):
+                self.__stopping = True
+                self.__stopped.set()
+                raise CircusPluginError('plugin %s cannot start: its loop was closed '
+                                        'before the start' % self.name)
             self.__shared_context = context
-            self.loop = IOLoop(make_current=False)
             thread = threading.Thread(target=self.__run, name='plugin-%s' % self.name,
                                       daemon=True)
             thread.start()
@@ -302,7 +344,8 @@ class CircusPlugin(metaclass=_PluginMeta):
             first = not self.__stopping
             self.__stopping = True
             thread = self.__thread
-        if first and thread is None:  # never started, or inactive: nothing was made
+        if first and thread is None:  # never started, or inactive: nothing runs
+            self.__close_unstarted_loop()
             self.__stopped.set()
         elif first and self.__started_fine():
             _bus.leave(self)
@@ -318,6 +361,13 @@ class CircusPlugin(metaclass=_PluginMeta):
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.running = False
+
+    def __close_unstarted_loop(self) -> None:
+        # A loop read before a start that will now never come: free its descriptors,
+        # unless code is running it right now (run_sync of a coroutine that stops us).
+        loop = self.__loop
+        if loop is not None and not _is_closed(loop) and not loop.asyncio_loop.is_running():
+            loop.close(all_fds=False)
 
     def __started_fine(self) -> bool:
         """Whether the start succeeded; from another thread, waits for its outcome
@@ -384,6 +434,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.__ready.set_result(None)
         try:
             self.loop.start()
+            self.__end_tasks()
         except Exception:
             self.log.exception('the event loop failed')
         finally:
@@ -391,6 +442,25 @@ class CircusPlugin(metaclass=_PluginMeta):
             _bus.leave(self)
             self.__close()
             self.__stopped.set()
+
+    def __end_tasks(self) -> None:
+        """Let the tasks still pending on the stopped loop end, as :func:`asyncio.run`
+        does: those begun by :meth:`handle_stop` (closing a client) get
+        :data:`_TASKS_AT_STOP` seconds, then what is left is cancelled, so that no task is
+        destroyed pending and no connection is left half closed."""
+        loop = self.loop.asyncio_loop
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for timeout in (_TASKS_AT_STOP, None):
+            if not pending:
+                return
+            if timeout is None:
+                for task in pending:
+                    task.cancel()
+                timeout = _TASKS_AT_STOP  # a task may refuse to end: never wait for ever
+            _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
+        if pending:
+            self.log.warning('%d task(s) still running at stop: %s', len(pending),
+                             ', '.join(sorted({getattr(t.get_coro(), '__qualname__', '?') for t in pending})))
 
     def __open(self) -> None:
         self.__context = self.context = self.__shared_context or zmq.Context()
@@ -617,7 +687,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.__call_soon(self.__handle_plugin_event, data)
 
     def __call_soon(self, function, *args) -> None:
-        loop = self.loop
+        loop = self.__loop
         if loop is not None:
             try:
                 loop.add_callback(function, *args)

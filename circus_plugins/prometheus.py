@@ -166,7 +166,7 @@ class PrometheusExporter(PeriodicPlugin):
 
     def handle_stop(self) -> None:
         server = self._server
-        if server is not None and self.loop is not None:
+        if server is not None:
             self.loop.add_callback(server.stop)
         super().handle_stop()
 

@@ -1,4 +1,5 @@
 """CircusPlugin against a real circusd 0.19."""
+import asyncio
 import queue
 import re
 import threading
@@ -526,3 +527,45 @@ def test_drain_on_stop_handles_the_events_on_their_way():
         finally:
             plugin.stop()                      # at once: 2000 events are on their way
     assert plugin.seen[b'watcher.web.spawn'] == 2000
+
+
+class ClosesSlowly(CircusPlugin):
+    """``handle_stop`` begins closing something on the loop, as a client's ``aclose()``
+    does, taking a few loop turns; ``forever`` is a task that never ends by itself."""
+    name = 'closes_slowly'
+
+    def handle_init(self):
+        self.closed = self.cancelled = False
+        self.forever = self.loop.asyncio_loop.create_task(self._forever())
+
+    async def _forever(self):
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    async def _close(self):
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        self.closed = True
+
+    def handle_stop(self):
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop.asyncio_loop)
+
+    def handle_recv(self, data):
+        pass
+
+
+@pytest.mark.parametrize('from_loop', [True, False], ids=['stop-on-the-loop', 'stop-elsewhere'])
+def test_tasks_pending_at_stop_end_or_are_cancelled(circusd, from_loop, caplog):
+    plugin = ClosesSlowly(circusd.endpoint, circusd.pubsub_endpoint, 1.0)
+    if from_loop:  # the plugin thread cannot wait for what handle_stop began
+        plugin.loop.add_callback(plugin.stop)
+        plugin.start()
+    else:
+        plugin.start_background()
+        plugin.stop()
+    assert plugin.closed and plugin.cancelled and plugin.forever.cancelled()
+    assert 'destroyed but it is pending' not in caplog.text
