@@ -305,6 +305,9 @@ def test_plugin_made_events_read_back_whole(plugin, watcher, action, pairs):
 def plugin_reference(name, action, body):
     """What a plugin-made event of topic ``plugin.<name>.<action>`` and ``body`` should
     read as: ``(watcher, action, plugin)``, or ``None`` when it is malformed."""
+    # The topic is all a reader has: its action is what follows the last dot, whatever
+    # parts made it (``web`` and ``.0`` make the same topic as ``web.`` and ``0``).
+    name, _, action = ('%s.%s' % (name, action)).rpartition('.')
     if not (name and name.isprintable() and _TOPIC_ACTION.fullmatch(action)
             and len(topic_of(name, action, 'plugin')) <= MAX_TOPIC):
         return None
