@@ -9,12 +9,16 @@ RedisObserver, CommandReloader) three ways, each plugin connected and idle:
 - the eight in one process: ``circus-plugin --ini plugins.ini --all``.
 
 It prints each process's resident memory (RSS, from psutil, once the plugins run) and the
-ratios to one plugin alone; the target is at most 1.3x for the host. Run from the
-checkout's root::
+ratios to one plugin alone; the target is at most 1.3x for the host. With ``--steps`` it
+then shows where the host's memory goes: a process doing what the host does one section
+at a time (``_host_steps.py``) prints its RSS after each plugin's import, build and start.
+Run from the checkout's root::
 
-    .venv/bin/python bench/bench_host.py
+    .venv/bin/python bench/bench_host.py [--steps]
 """
+import argparse
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -65,20 +69,58 @@ def settled_rss(process, circusd):
     return readings[-1]
 
 
-def run_host(workdir, circusd, plugins):
-    """RSS of ``circus-plugin --ini --all`` running ``plugins`` in one process."""
+def write_ini(workdir, plugins, circusd=None):
+    """A plugins.ini of ``plugins``, with circusd's endpoints in ``[circus]`` if given."""
     ini = os.path.join(workdir, 'plugins-%d.ini' % len(plugins))
     with open(ini, 'w') as out:
+        if circusd is not None:
+            out.write('[circus]\nendpoint = %s\npubsub_endpoint = %s\n\n'
+                      % (circusd.endpoint, circusd.pubsub_endpoint))
         for name, options in plugins.items():
             out.write('[plugin:%s]\n' % name)
             out.write(''.join('%s = %s\n' % item for item in options.items()) + '\n')
+    return ini
+
+
+def run_host(workdir, circusd, plugins):
+    """RSS of ``circus-plugin --ini --all`` running ``plugins`` in one process."""
+    ini = write_ini(workdir, plugins)
     with PluginProcess('', circusd, args=['--ini', ini, '--all']) as host:
         wait_for(lambda: host.log().count('running (') == len(plugins), timeout=15,
                  what='the host to run every plugin')
         return settled_rss(host, circusd)
 
 
+def run_steps(workdir, circusd, plugins):
+    """``[(step, RSS in MiB, modules loaded)]`` from ``_host_steps.py`` on ``plugins``."""
+    ini = write_ini(workdir, plugins, circusd)
+    out = subprocess.run([sys.executable, os.path.join(HERE, '_host_steps.py'), ini],
+                         stdout=subprocess.PIPE, text=True, timeout=120, check=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(  # our package
+                             [os.path.dirname(HERE), os.environ.get('PYTHONPATH', '')]))
+                         ).stdout
+    return [(step, float(rss), int(modules)) for step, rss, modules in
+            (line.split('\t') for line in out.splitlines())]
+
+
+def print_steps(steps, one):
+    print('\nthe host, step by step (one process, each section in turn; MiB)\n')
+    print('  %-32s %7s %7s %8s' % ('step', 'RSS', 'added', 'modules'))
+    previous = None
+    for step, rss, modules in steps:
+        added = '' if previous is None else '%+7.2f' % (rss - previous)
+        print('  %-32s %7.2f %7s %8d' % (step, rss, added, modules))
+        previous = rss
+    first = next(rss for step, rss, _ in steps if step.endswith(': start'))
+    print('\n  the sections after the first add %.1f MiB; %.1fx one alone leaves them %.1f'
+          % (steps[-1][1] - first, TARGET, one * TARGET - first))
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--steps', action='store_true',
+                        help='also show the RSS after each import, build and start')
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir, \
             Circusd(workdir, watchers={'web': {'cmd': 'sleep 1000'}}) as circusd:
         plugins = sections(free_port(2))
@@ -108,6 +150,7 @@ def main():
         # redis-py alone weighs about 7 MiB: the same host without RedisObserver.
         hosted_seven = run_host(workdir, circusd,
                                 {k: v for k, v in plugins.items() if k != 'redis'})
+        steps = run_steps(workdir, circusd, plugins) if args.steps else None
 
     total = sum(size for _, size in sizes)
     print('resident memory (MiB), each plugin connected to circusd 0.19 and idle\n')
@@ -124,6 +167,8 @@ def main():
         hosted_seven, hosted_seven / one))
     redis = dict(sizes)['redis']
     print('  (redis-py alone: %.1f MiB, the redis process less one alone)' % (redis - one))
+    if steps:
+        print_steps(steps, one)
 
 
 if __name__ == '__main__':

@@ -20,9 +20,7 @@ Example::
     loop_rate = 10
     restart_on_error = web
 """
-from typing import Optional
-
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from typing import Any
 
 from .config import MAX_SECONDS, redact_error, redact_url, to_name, to_url
 from .statsd import BaseObserver
@@ -52,9 +50,14 @@ class HttpObserver(BaseObserver):
         self.restart_on_error = self.option('restart_on_error', '', to_name) or None
         #: ``check_url`` as logs show it: without its password or secret parameters.
         self.shown_url = redact_url(self.check_url)
-        self.http_client: Optional[AsyncHTTPClient] = None
+        #: tornado's AsyncHTTPClient while the plugin runs.
+        self.http_client: Any = None
 
     def handle_init(self):
+        # Imported at start, not with the module: tornado's HTTP client (with the
+        # http.client and email modules it brings) weighs about 1 MiB, which a process
+        # that never starts this plugin (a host leaving out a bad section) need not carry.
+        from tornado.httpclient import AsyncHTTPClient
         # On the plugin thread, whose current loop is self.loop: the client belongs to it.
         self.http_client = AsyncHTTPClient(force_instance=True)
         super().handle_init()
@@ -73,6 +76,7 @@ class HttpObserver(BaseObserver):
         client = self.http_client
         if client is None:  # stopping
             return
+        from tornado.httpclient import HTTPClientError  # imported at start: a look-up
         try:
             response = await client.fetch(self.check_url, raise_error=False,
                                           request_timeout=self.timeout)

@@ -133,6 +133,20 @@ def end_process(process, timeout=5.0):
             process.wait()
 
 
+def modules_loaded(code):
+    """The names in ``sys.modules`` once ``code`` has run in a fresh interpreter (with the
+    tests' and the checkout's directories on the path): what such a process carries."""
+    import subprocess
+    import sys
+    marker = '-- sys.modules --'
+    result = subprocess.run(
+        [sys.executable, '-c', '%s\nimport sys\nprint(%r)\nprint("\\n".join(sys.modules))'
+         % (code, marker)],
+        capture_output=True, text=True, timeout=30, env=dict(os.environ, **PLUGIN_ENV))
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split(marker, 1)[1].split())
+
+
 class EventCollector:
     """A plugin that collects the plugin-made events (topic ``plugin.``) that other
     plugins of this process emit; started beside the plugin under test, on endpoints

@@ -75,6 +75,33 @@ def test_all_sections_in_one_process_from_circus_plugin(start_circusd, tmp_path,
     assert dumped(tmp_path)[-1] == 'stopped'  # SIGTERM ran each plugin's handle_stop
 
 
+def test_a_host_loads_only_what_its_running_plugins_need(circusd, tmp_path, udp):
+    # Each of these weighs 0.3 to 9 MiB: a host running a StatsdEmitter and a Flapping,
+    # and leaving out an HttpObserver for a bad option, carries none of them. (No
+    # sample_plugins here: they import circus 0.19, which imports psutil.)
+    heavy = {'redis', 'tornado.httpclient', 'tornado.simple_httpclient', 'http.client',
+             'email', 'psutil', 'prometheus_client', 'aiosmtplib'}
+    dump = tmp_path / 'modules.txt'
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text(
+        '[circus]\nendpoint = %s\npubsub_endpoint = %s\n\n'
+        '[plugin:statsd]\nuse = circus_plugins.statsd.StatsdEmitter\nhost = 127.0.0.1\n'
+        'port = %d\n\n'
+        '[plugin:flapping]\nuse = circus_plugins.flapping.Flapping\n\n'
+        '[plugin:http]\nuse = circus_plugins.http_observer.HttpObserver\ntimeout = never\n\n'
+        '[plugin:modules]\nuse = modules_dump.ModulesDump\ndump = %s\n'  # last: sees all
+        % (circusd.endpoint, circusd.pubsub_endpoint, udp.port, dump))
+    with PluginProcess('', circusd, args=['--ini', str(ini), '--all'],
+                       env=PLUGIN_ENV) as host:
+        wait_for(lambda: '[plugin:modules] running' in host.log(), timeout=8,
+                 what='the host to start every plugin')
+        assert "[plugin:http] left out: plugin http_observer: option 'timeout'" in host.log()
+    loaded = set(dump.read_text().split())
+    assert {'circus_plugins.statsd', 'circus_plugins.flapping',
+            'circus_plugins.http_observer'} <= loaded
+    assert not loaded & heavy, sorted(loaded & heavy)
+
+
 def test_a_host_section_run_by_circusd(start_circusd, tmp_path, udp):
     from circus_plugins.testing import free_port
     placeholder = type('C', (), {'endpoint': 'tcp://127.0.0.1:%d' % free_port(),

@@ -16,7 +16,7 @@ from circus_plugins.http_observer import HttpObserver
 from circus_plugins.statsd import StatsdClient
 from circus_plugins.testing import PluginProcess, ScriptedCircusd, UdpReceiver, free_port, \
     wait_for
-from conftest import StatsdRecorder, look_now, observer_options
+from conftest import StatsdRecorder, look_now, modules_loaded, observer_options
 
 PREFIX = 'circus.http_observer.watcher.'
 
@@ -329,3 +329,14 @@ def test_credentials_never_appear_in_circus_plugin_debug_output(tmp_path, udp):
     assert result.returncode == 2
     assert "option 'check_url'" in result.stderr
     assert_hidden(result.stderr + result.stdout)
+
+
+def test_tornados_http_client_is_loaded_when_the_plugin_starts_not_before():
+    # About 1 MiB (tornado.httpclient, http.client, email...) that a process which never
+    # starts the plugin, such as a host leaving out a bad section, does not carry.
+    loaded = modules_loaded(
+        'from circus_plugins.http_observer import HttpObserver\n'
+        'HttpObserver("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 5.0, '
+        'check_url="http://127.0.0.1:1/")')
+    assert 'circus_plugins.http_observer' in loaded
+    assert not loaded & {'tornado.httpclient', 'tornado.simple_httpclient', 'http.client'}
