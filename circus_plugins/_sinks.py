@@ -111,19 +111,17 @@ class FileSink:
             self._close_fd()
             self._open()
 
-    def _write(self, data: bytes, count: int) -> bool:
-        """Write ``data``, ``count`` whole lines; whether all of it was written."""
+    def _write(self, data: bytes, count: int) -> None:
+        """Write ``data``, ``count`` whole lines; those not written whole are counted."""
         view, done = memoryview(data), 0
         try:
-            while done < len(data):
+            while done < len(data):  # a write may take part of it (a disk filling up)
                 done += os.write(self._fd, view[done:])
         except OSError as exc:
             # The lines written whole are kept; a line cut short counts as lost.
             self.losses.lost(self.sink_name, exc, count - data.count(b'\n', 0, done))
-            return False
         finally:
             self._size += done
-        return True
 
     def _write_rotating(self, lines: List[str]) -> None:
         """Write ``lines``, rotating before a line would take the file past

@@ -148,6 +148,18 @@ def test_records_reach_a_syslog_server_over_udp(tmp_path):
     assert json.loads(datagram[len(b'<158>circus: '):-1])['event'] == 'spawn'
 
 
+def test_standard_output_gets_the_same_lines_as_the_file(tmp_path, capsys):
+    path = str(tmp_path / 'events.log')
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path, stdout='true')
+        with plugin:
+            published(events, plugin, 20)
+            wait_for(lambda: web_pids(path)[-1:] == [20], what='the records written')
+    with open(path, encoding='utf-8') as log:
+        assert capsys.readouterr().out == log.read()
+    assert web_pids(path) == list(range(1, 21))
+
+
 def test_plugin_made_events_beside_it_name_their_plugin(start_circusd, tmp_path):
     path = str(tmp_path / 'events.log')
     circusd = start_circusd(watchers={'web': {'cmd': 'sleep 1000'}})
