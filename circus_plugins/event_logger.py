@@ -13,53 +13,76 @@ plugin-made event, whose other fields are under ``details``. The lines go to any
 three sinks at once: a file (``path``, rotated at ``max_bytes`` with ``backup_count``
 old files, and opened again when logrotate has moved it away), syslog (``syslog``:
 ``/dev/log``, ``udp://host:port`` or ``tcp://host:port``; ``syslog_facility``) and
-standard output (``stdout``). Writing happens in a thread of the standard library's
-:class:`logging.handlers.QueueListener`, never on the plugin's loop; at stop, the events
+standard output (``stdout``).
+
+The plugin's loop only reads each event, tells why a process ended and queues the
+event; a writer thread of its own (:mod:`circus_plugins._writer`) makes the lines and
+writes everything waiting at once (one system call for the file). At stop, the events
 on their way are still taken (:attr:`~circus_plugins.CircusPlugin.drain_on_stop`) and
 everything queued is written before the plugin ends. A write that fails (a full disk, a
 syslog server away) is counted and said once, never fatal.
 """
 import datetime
 import json
-import logging
-import logging.handlers
 import math
-import os
 import queue
-import re
 import socket
 import sys
-import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from ._log import SayOnce
-from .config import MAX_COUNT, to_actions, to_matcher
+from ._sinks import (FACILITIES as _FACILITIES, SEND_TIMEOUT, FileSink, Losses,
+                     StdoutSink, SyslogSink, syslog_address)
+from ._writer import BatchWriter
+from .config import MAX_COUNT, signal_name, to_actions, to_matcher
 from .errors import ConfigError
-from .events import Exits, read_event
+from .events import Event, Exits, read_event
 from .plugin import CircusPlugin
 
 __all__ = ['EventLogger']
 
-#: Records waiting to be written at most; beyond, new ones are counted as lost.
+#: Records taken and not yet written at most; beyond, new ones are counted as lost.
 QUEUE_SIZE = 100000
-#: Seconds a syslog server over TCP may take to take a record, and a stop to write what
-#: is queued, before they count as failed: a server that stops reading holds nothing.
-SEND_TIMEOUT = 10.0
-_FACILITIES = logging.handlers.SysLogHandler.facility_names
+#: Entries of the caches kept per watcher and action at most (many names: junk).
+_MAX_CACHED = 4096
 
+# -- times -------------------------------------------------------------------------------
 
-_ZONES: Dict[int, datetime.timezone] = {}
+#: second since the epoch -> (its local date and time to the second, its UTC offset).
+_SECONDS: Dict[int, Tuple[str, str]] = {}
+_zone_names: Any = None  # time.tzname when _SECONDS was filled: tzset() makes a new one
 
 
 def _iso(when: float) -> str:
-    """``when`` (seconds since the epoch) in ISO 8601 with the local UTC offset of that
-    moment (``astimezone()`` costs twice as much)."""
-    offset = time.localtime(when).tm_gmtoff
-    zone = _ZONES.get(offset)
-    if zone is None:
-        zone = _ZONES[offset] = datetime.timezone(datetime.timedelta(seconds=offset))
-    return datetime.datetime.fromtimestamp(when, zone).isoformat(timespec='microseconds')
+    """``when`` (seconds since the epoch) in ISO 8601 with microseconds and the local UTC
+    offset of that moment, as ``datetime.fromtimestamp(when).astimezone().isoformat()``
+    says it, at a fraction of the cost: the part down to the second is made once a
+    second. Thread-safe."""
+    global _zone_names
+    if time.tzname is not _zone_names:
+        _SECONDS.clear()
+        _zone_names = time.tzname
+    # Rounded as datetime rounds a timestamp: to the microsecond, half to even.
+    fraction, whole = math.modf(when)
+    micro = round(fraction * 1e6)
+    if micro >= 1000000:
+        micro -= 1000000
+        whole += 1
+    elif micro < 0:
+        micro += 1000000
+        whole -= 1
+    second = int(whole)
+    parts = _SECONDS.get(second)
+    if parts is None:
+        offset = time.localtime(second).tm_gmtoff
+        zone = datetime.timezone(datetime.timedelta(seconds=offset))
+        text = datetime.datetime.fromtimestamp(second, zone).isoformat(
+            timespec='microseconds')
+        parts = text[:19], text[26:]  # 2026-12-03T09:28:32 .000000 +01:00
+        if len(_SECONDS) >= _MAX_CACHED:
+            _SECONDS.clear()
+        _SECONDS[second] = parts
+    return '%s.%06d%s' % (parts[0], micro, parts[1])
 
 
 def _finite(value: Any) -> Any:
@@ -73,116 +96,30 @@ def _finite(value: Any) -> Any:
     return value
 
 
-class _Losses:
-    """Counts the records a sink could not write, and says so once a minute per kind
-    of failure (thread-safe: sinks fail in the listener's thread)."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-        self._say = SayOnce(log, every=60.0, by_key=True)
-
-    def lost(self, sink: str, why: Optional[BaseException]) -> None:
-        with self._lock:
-            self.count += 1
-            self._say((sink, type(why).__name__), logging.ERROR,
-                      'event records lost: %s failed (%s: %s); %d lost so far', sink,
-                      type(why).__name__, why, self.count)
+def _text(line: str) -> str:
+    """``line`` with any lone surrogate (an escape in an event's JSON) as that escape
+    again, so that every sink can write it in UTF-8 and it still reads back the same."""
+    try:
+        line.encode('utf-8')
+        return line
+    except UnicodeEncodeError:
+        return line.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
-class _Sink:
-    """What the sinks share: a failure is a counted loss, not a traceback on stderr."""
-
-    sink_name = 'sink'
-    losses: Optional[_Losses] = None
-
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's)
-        if self.losses is not None:
-            self.losses.lost(self.sink_name, sys.exc_info()[1])
+#: The text of a JSON value, as json.dumps writes it in a record.
+_dumps = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode
+_EXITS = {why: _dumps(why) for why in (None, 'crash', 'exit', 'stopped')}
 
 
-class _FileSink(_Sink, logging.handlers.RotatingFileHandler):
-    """Rotated at ``max_bytes``; opened again when the file was moved or removed (by
-    logrotate), as :class:`logging.handlers.WatchedFileHandler` does."""
-
-    sink_name = 'the file'
-
-    def __init__(self, path: str, max_bytes: int, backup_count: int) -> None:
-        super().__init__(path, maxBytes=max_bytes, backupCount=backup_count,
-                         encoding='utf-8')
-        self._id = self._identity()
-
-    def _identity(self):
-        if self.stream is None:
-            return None
-        stat = os.fstat(self.stream.fileno())
-        return stat.st_dev, stat.st_ino
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stat = os.stat(self.baseFilename)
-            here = stat.st_dev, stat.st_ino
-        except FileNotFoundError:
-            here = None
-        if self.stream is not None and here != self._id:
-            self.stream.close()
-            self.stream = self._open()
-            self._id = self._identity()
-        super().emit(record)
-
-    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802
-        # The standard one looks at the file on disk twice per line, even when it is
-        # never to be rotated: half the cost of a line.
-        return self.maxBytes > 0 and super().shouldRollover(record)
-
-    def doRollover(self) -> None:  # noqa: N802 (logging's name)
-        super().doRollover()
-        self._id = self._identity()
+_SIGNAL_TEXTS: Dict[int, str] = {}
 
 
-class _SyslogSink(_Sink, logging.handlers.SysLogHandler):
-    """Over TCP, a connection that failed is made again at the next record (the
-    standard handler would keep writing to the broken one)."""
-
-    sink_name = 'syslog'
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if (self.socket is None and not self.unixsocket
-                and self.socktype == socket.SOCK_STREAM):
-            try:  # the standard handler makes it again only from Python 3.11 on
-                self.socket = socket.create_connection(self.address, SEND_TIMEOUT)
-            except OSError:
-                self.handleError(record)
-                return
-        super().emit(record)
-
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's)
-        if not self.unixsocket and self.socktype == socket.SOCK_STREAM and self.socket:
-            try:
-                self.socket.close()
-            except OSError:
-                pass
-            self.socket = None
-        super().handleError(record)
-
-
-class _StdoutSink(_Sink, logging.StreamHandler):
-    sink_name = 'standard output'
-
-
-def _syslog_address(value: str, option: str):
-    """``(address, socket type)`` for ``/dev/log``, ``udp://h:p`` or ``tcp://h:p``."""
-    match = re.fullmatch(r'(udp|tcp)://(\[[^\]]+\]|[^:/]+):(\d{1,5})', value.strip())
-    if match:
-        host, port = match.group(2).strip('[]'), int(match.group(3))
-        if not 0 < port < 65536:
-            raise ConfigError('option %r: %r: no such port' % (option, value))
-        kind = socket.SOCK_DGRAM if match.group(1) == 'udp' else socket.SOCK_STREAM
-        return (host, port), kind
-    if value.startswith('/'):
-        return value, None
-    raise ConfigError('option %r: %r is not /path/to/socket, udp://host:port or '
-                      'tcp://host:port' % (option, value))
+def _signal_text(code: int) -> str:
+    """The ``signal`` field's JSON for a negative exit code (the signal's name)."""
+    text = _SIGNAL_TEXTS.get(code)
+    if text is None:
+        text = _SIGNAL_TEXTS[code] = _dumps(signal_name(-code))  # 255 at most
+    return text
 
 
 class EventLogger(CircusPlugin):
@@ -214,19 +151,26 @@ class EventLogger(CircusPlugin):
                               % self.name)
         if self.syslog:
             try:
-                self._syslog_address = _syslog_address(self.syslog, 'syslog')
+                self._syslog_address = syslog_address(self.syslog, 'syslog')
             except ConfigError as exc:
                 raise ConfigError('plugin %s: %s' % (self.name, exc)) from None
         if self.path:
             self._check_path()
         self.exits = Exits()
-        #: Records taken (queued to be written) and records lost (queue full, or a sink
-        #: failed); read from any thread.
-        self.taken = 0
-        self.losses = _Losses(self.log)
-        self._queue: Optional[queue.Queue] = None
-        self._listener: Optional[logging.handlers.QueueListener] = None
-        self._sinks: List[logging.Handler] = []
+        #: Records lost (queue full, or a sink failed), counted from any thread.
+        self.losses = Losses(self.log)
+        self._writer: Optional[BatchWriter] = None
+        self._sinks: List[Any] = []
+        self._all_events = '*' in self.events
+        # (watcher, action) -> whether the filters keep it; -> its line's template.
+        self._kept: Dict[Tuple[str, str], bool] = {}
+        self._templates: Dict[Tuple[str, str], str] = {}
+
+    @property
+    def taken(self) -> int:
+        """Records taken to be written (queued); read from any thread."""
+        writer = self._writer
+        return 0 if writer is None else writer.taken
 
     def _check_path(self) -> None:
         """An unwritable path is a clear error at start, not a loss later."""
@@ -240,76 +184,74 @@ class EventLogger(CircusPlugin):
     # -- life ------------------------------------------------------------------------------
 
     def handle_init(self) -> None:
-        sinks: List[logging.Handler] = []
+        sinks: List[Any] = []
         opening = self.path
         try:
             if self.path:
-                sinks.append(_FileSink(self.path, self.max_bytes, self.backup_count))
+                sinks.append(FileSink(self.path, self.max_bytes, self.backup_count,
+                                      self.losses))
             if self.syslog:
                 opening = self.syslog
                 address, kind = self._syslog_address
-                sinks.append(_SyslogSink(address, _FACILITIES[self.facility], kind))
+                sinks.append(SyslogSink(address, _FACILITIES[self.facility], kind,
+                                        self.losses))
             if self.stdout:
-                sinks.append(_StdoutSink(sys.stdout))
+                sinks.append(StdoutSink(sys.stdout, self.losses))
         except OSError as exc:
             for sink in sinks:
                 sink.close()
             raise ConfigError('plugin %s: cannot open %s: %s' % (
                 self.name, opening, exc.strerror or exc)) from None
-        for sink in sinks:
-            sink.losses = self.losses
-            if isinstance(sink, _SyslogSink):
-                sink.ident = 'circus: '
-                if sink.socket is not None and not sink.unixsocket:
-                    sink.socket.settimeout(SEND_TIMEOUT)
         self._sinks = sinks
-        self._queue = queue.Queue(QUEUE_SIZE)
-        self._listener = logging.handlers.QueueListener(self._queue, *sinks)
-        self._listener.start()
+        self._writer = BatchWriter(sinks, self._line, self.losses, self.log, QUEUE_SIZE,
+                                   name='%s-writer' % self.name)
 
     def handle_stop(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None and not self._write_queued(listener):
-            left = self._queue.qsize()
-            for _ in range(left):
-                self.losses.lost('the stop (not written in time)', None)
+        writer = self._writer
+        if writer is not None:
+            left = writer.stop(SEND_TIMEOUT)
+            self.losses.lost('the stop (not written in time)', None, left)
         for sink in self._sinks:
             try:
-                sink.close()  # a file flushes: a full disk fails here too
+                sink.close()
             except Exception as exc:
-                self.losses.lost(getattr(sink, 'sink_name', 'a sink'), exc)
+                self.losses.lost(sink.sink_name, exc)
         if self.losses.count:
             self.log.warning('%d event records were lost in all', self.losses.count)
 
-    def _write_queued(self, listener: logging.handlers.QueueListener) -> bool:
-        """Let the listener write what is queued, then end its thread, within
-        :data:`SEND_TIMEOUT` seconds of no progress; whether it did."""
-        while True:
-            try:  # QueueListener.stop() would give up at once on a full queue
-                self._queue.put(listener._sentinel, timeout=SEND_TIMEOUT)
-                break
-            except queue.Full:
-                if self._queue.full():  # nothing was taken for SEND_TIMEOUT s: stuck
-                    return False
-        listener._thread.join(SEND_TIMEOUT + self._queue.qsize() * 0.01)
-        return not listener._thread.is_alive()
-
-    # -- events ----------------------------------------------------------------------------
+    # -- events, on the loop -----------------------------------------------------------------
 
     def handle_recv(self, data) -> None:
+        # Only what must happen in order of arrival happens here; the line is made by
+        # the writer's thread.
         event = read_event(self.log, data, plugin_events=True)
         if event is None:
             return
         why = self.exits.see(event)
-        if not self.watchers(event.watcher) or not (
-                '*' in self.events or event.action in self.events):
-            return
-        self.write(self.record(event, why))
+        key = event.watcher, event.action
+        kept = self._kept.get(key)
+        if kept is None:
+            kept = self.watchers(event.watcher) and (
+                self._all_events or event.action in self.events)
+            if len(self._kept) >= _MAX_CACHED:
+                self._kept.clear()
+            self._kept[key] = kept
+        if kept and self._writer is not None:
+            # The moment read, for an event without a usable time of its own.
+            if not self._writer.put((event, why, time.time())):
+                self.losses.lost('the queue (%d records waiting)' % QUEUE_SIZE,
+                                 queue.Full())
 
-    def record(self, event, why: Optional[str]) -> Dict[str, Any]:
-        """The JSON object of ``event`` (``why``: its process's end, for a reap)."""
+    # -- lines, in the writer's thread ---------------------------------------------------------
+
+    def record(self, event: Event, why: Optional[str],
+               now: Optional[float] = None) -> Dict[str, Any]:
+        """The JSON object of ``event`` (``why``: its process's end, for a reap; ``now``:
+        when it was read, seconds since the epoch, for an event without a time)."""
         when = event.time()
-        record = {'time': _iso(time.time() if when is None else when), 'host': self.hostname,
+        if when is None:
+            when = time.time() if now is None else now
+        record = {'time': _iso(when), 'host': self.hostname,
                   'watcher': event.watcher, 'event': event.action, 'pid': event.pid(),
                   'wid': event.wid(), 'exit_code': event.exit_code(),
                   'signal': event.signal(), 'exit': why, 'plugin': event.plugin}
@@ -318,16 +260,32 @@ class EventLogger(CircusPlugin):
                                          if k not in ('plugin', 'time')})
         return record
 
-    def write(self, record: Dict[str, Any]) -> None:
-        """Queue ``record`` to be written by every sink; never blocks. On the loop."""
-        if self._queue is None:
-            return
-        line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
-        entry = logging.LogRecord('circus_plugins.events', logging.INFO, __file__, 0,
-                                  line, None, None)
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full as exc:
-            self.losses.lost('the queue (%d records waiting)' % QUEUE_SIZE, exc)
-            return
-        self.taken += 1
+    def _line(self, item: Tuple[Event, Optional[str], float]) -> str:
+        """The JSON line of ``(event, why, now)``: ``json.dumps(self.record(...))``,
+        character for character. For circusd's events, a template per watcher and
+        action holds what repeats; only the numbers and the time are made each time."""
+        event, why, now = item
+        if event.plugin is not None:
+            return _text(_dumps(self.record(event, why, now)))
+        key = event.watcher, event.action
+        template = self._templates.get(key)
+        if template is None:
+            template = self._template(*key)
+        when = event.time()
+        pid, wid, code = event.pid(), event.wid(), event.exit_code()
+        return template % (
+            _iso(now if when is None else when),
+            'null' if pid is None else pid, 'null' if wid is None else wid,
+            'null' if code is None else code,
+            'null' if code is None or code >= 0 else _signal_text(code), _EXITS[why])
+
+    def _template(self, watcher: str, action: str) -> str:
+        def text(value: str) -> str:
+            return _text(_dumps(value)).replace('%', '%%')
+        template = ('{"time": "%%s", "host": %s, "watcher": %s, "event": %s, "pid": %%s, '
+                    '"wid": %%s, "exit_code": %%s, "signal": %%s, "exit": %%s, '
+                    '"plugin": null}' % (text(self.hostname), text(watcher), text(action)))
+        if len(self._templates) >= _MAX_CACHED:
+            self._templates.clear()
+        self._templates[(watcher, action)] = template
+        return template

@@ -4,6 +4,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
 import threading
@@ -22,10 +23,14 @@ NOWHERE = 'tcp://127.0.0.1:1'
 
 
 def lines(path):
-    if not os.path.exists(path):
+    """The records in ``path`` so far: a last line still being written (no line end
+    yet), or a file being rotated away at this moment, is not there yet."""
+    try:
+        with open(path, encoding='utf-8') as log:
+            text = log.read()
+    except FileNotFoundError:
         return []
-    with open(path, encoding='utf-8') as log:
-        return [json.loads(line) for line in log]
+    return [json.loads(line) for line in text.split('\n')[:-1]]
 
 
 def logging_to(path, circusd, **options):
@@ -38,21 +43,27 @@ def test_a_watchers_stop_and_a_crash_with_every_field(start_circusd, tmp_path):
                                       'crasher': {'cmd': 'sh -c "exit 3"'}})
     with logging_to(path, circusd, hostname='web1') as plugin:
         heard(circusd, lambda: plugin.taken)
-        [pid] = circusd.pids('web')
+        # circusd answers commands before it has started its watchers
+        [pid] = wait_for(lambda: circusd.pids('web'), what="web's process")
+        before = time.time()
         circusd.call('stop', name='web')
         wait_for(lambda: any(r['watcher'] == 'web' and r['event'] == 'stop'
                              for r in lines(path)), what='the stop written')
+        after = time.time()
         wait_for(lambda: any(r['event'] == 'reap' and r['watcher'] == 'crasher'
                              for r in lines(path)), what='a crash written')
     web = [r for r in lines(path) if r['watcher'] == 'web']
-    assert [r['event'] for r in web] == ['kill', 'reap', 'stop']
-    kill, reap, stop = web
+    *started, kill, reap, stop = web   # the start, if heard, then the stop
+    assert [r['event'] for r in web] == [r['event'] for r in started] + [
+        'kill', 'reap', 'stop'] and {r['event'] for r in started} <= {'spawn', 'start'}
     assert reap == {'time': reap['time'], 'host': 'web1', 'watcher': 'web', 'event': 'reap',
                     'pid': pid, 'wid': None, 'exit_code': -15, 'signal': 'SIGTERM',
                     'exit': 'stopped', 'plugin': None}
     assert kill['pid'] == pid and stop['pid'] is None
     when = datetime.datetime.fromisoformat(reap['time'])
-    assert when.tzinfo is not None and abs(when.timestamp() - stop_time(stop)) < 5
+    # circusd's own stamps, of moments between the command and the line seen
+    assert when.tzinfo is not None and before <= when.timestamp() <= after
+    assert when.timestamp() <= stop_time(stop) <= after
     crash = next(r for r in lines(path) if r['event'] == 'reap' and r['watcher'] == 'crasher')
     assert (crash['exit_code'], crash['exit'], crash['signal']) == (3, 'crash', None)
 
@@ -137,6 +148,18 @@ def test_records_reach_a_syslog_server_over_udp(tmp_path):
     assert json.loads(datagram[len(b'<158>circus: '):-1])['event'] == 'spawn'
 
 
+def test_standard_output_gets_the_same_lines_as_the_file(tmp_path, capsys):
+    path = str(tmp_path / 'events.log')
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path, stdout='true')
+        with plugin:
+            published(events, plugin, 20)
+            wait_for(lambda: web_pids(path)[-1:] == [20], what='the records written')
+    with open(path, encoding='utf-8') as log:
+        assert capsys.readouterr().out == log.read()
+    assert web_pids(path) == list(range(1, 21))
+
+
 def test_plugin_made_events_beside_it_name_their_plugin(start_circusd, tmp_path):
     path = str(tmp_path / 'events.log')
     circusd = start_circusd(watchers={'web': {'cmd': 'sleep 1000'}})
@@ -215,35 +238,71 @@ def test_untrusted_events_never_escape_and_every_line_is_json(tmp_path):
         assert set(record) >= {'time', 'host', 'watcher', 'event', 'exit', 'plugin'}
 
 
-def busy(seconds):
-    """Keep the CPU busy for ``seconds``: a slow write, not a wait for something."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        pass
+def held_writes(monkeypatch):
+    """Hold every write of the file sink until the returned gate is set: the records
+    taken meanwhile wait in the queue, however fast the disk. Returns the gate and the
+    list of the batches written (their numbers of lines)."""
+    from circus_plugins._sinks import FileSink
+    write, gate, batches = FileSink.write, threading.Event(), []
+
+    def held(sink, lines):
+        gate.wait(8)  # bounded: a test that never opens it fails rather than hangs
+        batches.append(len(lines))
+        write(sink, lines)
+    monkeypatch.setattr(FileSink, 'write', held)
+    return gate, batches
 
 
-def slow_disk(monkeypatch, before_write):
-    """Make the file sink call ``before_write()`` before writing each record."""
-    from circus_plugins import event_logger
-    write = event_logger._FileSink.emit
+def opened_when_the_stop_waits(monkeypatch, plugin, gate):
+    """Set ``gate`` when, and only when, the plugin's stop waits for its writer."""
+    thread = plugin._writer._thread
+    join = thread.join
 
-    def slowed(sink, record):
-        before_write()
-        write(sink, record)
-    monkeypatch.setattr(event_logger._FileSink, 'emit', slowed)
+    def joined(*args, **kwargs):
+        gate.set()
+        return join(*args, **kwargs)
+    monkeypatch.setattr(thread, 'join', joined)
 
 
-def test_stop_returns_once_every_record_taken_is_written(tmp_path, monkeypatch):
+def handled_so_far(events, caplog):
+    """Return once the plugin has handled every event published so far: it says it
+    skipped a malformed event published after them (the stream keeps its order)."""
+    events.publish_raw(b'watcher.end-of-test', b'{}')
+    wait_for(lambda: 'end-of-test' in caplog.text, what='the end marker')
+
+
+def web_pids(path):
+    return [r['pid'] for r in lines(path) if r['watcher'] == 'web']
+
+
+def test_stop_returns_once_every_record_taken_is_written(tmp_path, monkeypatch, caplog):
     path = str(tmp_path / 'events.log')
-    slow_disk(monkeypatch, lambda: busy(0.002))   # the records taken wait in the queue
+    gate, _ = held_writes(monkeypatch)
     with EventPublisher() as events:
         plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
         with plugin:
             published(events, plugin, 300)
-            wait_for(lambda: plugin.taken >= 300, what='300 records taken')
-            assert len(lines(path)) < plugin.taken       # still being written
-        taken = plugin.taken
-    assert len(lines(path)) == taken
+            handled_so_far(events, caplog)
+            assert lines(path) == []                    # all of them still to write
+            opened_when_the_stop_waits(monkeypatch, plugin, gate)
+    assert web_pids(path) == list(range(1, 301))
+    assert len(lines(path)) == plugin.taken
+
+
+def test_the_records_waiting_are_written_at_once(tmp_path, monkeypatch, caplog):
+    path = str(tmp_path / 'events.log')
+    gate, batches = held_writes(monkeypatch)
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
+        with plugin:
+            published(events, plugin, 200)         # the probes' write is held
+            handled_so_far(events, caplog)
+            probes = plugin.taken - 200
+            gate.set()
+            wait_for(lambda: web_pids(path)[-1:] == [200], what='the records written')
+    assert web_pids(path) == list(range(1, 201))
+    # the probes taken before the hold, then everything that waited: one write
+    assert len(batches) == 2 and batches[1] >= 200 and sum(batches) == probes + 200
 
 
 class TcpSyslog:
@@ -333,19 +392,18 @@ def test_a_full_queue_at_stop_is_still_written_and_what_did_not_fit_counted(
     from circus_plugins import event_logger
     monkeypatch.setattr(event_logger, 'QUEUE_SIZE', 50)
     path = str(tmp_path / 'events.log')
-    stopping = threading.Event()
-    slow_disk(monkeypatch, lambda: stopping.wait(5))   # hangs until the plugin stops
+    gate, _ = held_writes(monkeypatch)                 # nothing written until the stop
     with EventPublisher() as events:
         plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path)
         with plugin:
             published(events, plugin, 120)
-            wait_for(lambda: plugin._queue.full() and plugin.losses.count,
-                     what='the queue full')
-            threading.Thread(target=lambda: stopping.set() if wait_for(
-                lambda: plugin._listener is None) else None, daemon=True).start()
+            handled_so_far(events, caplog)
+            assert plugin.taken == 50                  # the queue is full
+            opened_when_the_stop_waits(monkeypatch, plugin, gate)
     assert 'handle_stop failed' not in caplog.text
-    assert len(lines(path)) == plugin.taken == 51   # the queue and the one being written
-    assert plugin.taken + plugin.losses.count >= 120
+    assert len(lines(path)) == plugin.taken == 50
+    assert plugin.losses.count >= 70               # the 120 and the probes, less 50
+    assert 'the queue (50 records waiting) failed' in caplog.text
 
 
 @pytest.mark.parametrize('zone', ['UTC', 'Europe/Paris', 'America/St_Johns'])
@@ -354,9 +412,60 @@ def test_times_carry_the_offset_of_their_moment_across_summer_time(monkeypatch, 
     monkeypatch.setenv('TZ', zone)
     time.tzset()
     try:
-        for when in (1711846799.5, 1711846800.5, 1729990799.25, 1729990800.75, 1e9):
+        for when in (1711846799.5, 1711846800.5, 1729990799.25, 1729990800.75, 1e9,
+                     1711846799.9999996, 1e9 + 0.0000005, 1e9 + 0.0000015):
             expected = datetime.datetime.fromtimestamp(when).astimezone()
             assert _iso(when) == expected.isoformat(timespec='microseconds')
+
+        @settings(max_examples=300, deadline=None)
+        @given(st.floats(0, 4e9))
+        def as_datetime_says(when):                # rounding and offsets, any moment
+            expected = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+            assert _iso(when) == expected.astimezone().isoformat(timespec='microseconds')
+        as_datetime_says()
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# With what JSON or a template must escape: %, quotes, a line end, lone surrogates
+# (which st.text never makes); but no high surrogate just before a low one: JSON would
+# have read the two as one character, so no event holds them apart.
+_NAMES = st.lists(st.one_of(st.characters(), st.sampled_from('%"\\\n\ud800\udc80')),
+                  min_size=1, max_size=12).map(''.join).filter(
+                      lambda name: not re.search('[\ud800-\udbff][\udc00-\udfff]', name))
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40),
+                    st.floats(), _NAMES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(host=_NAMES, watcher=_NAMES, action=st.sampled_from(['spawn', 'reap', 'kill', 'x%s']),
+       fields=st.dictionaries(st.sampled_from(['process_pid', 'time', 'exit_code', 'wid',
+                                               'x', '%s']), _VALUES),
+       plugin=st.one_of(st.none(), _NAMES),
+       why=st.sampled_from([None, 'crash', 'exit', 'stopped']))
+def test_each_line_is_the_json_of_its_record(host, watcher, action, fields, plugin, why):
+    import types
+    from circus_plugins.events import Event
+    logger = EventLogger(NOWHERE, NOWHERE, 1.0, stdout='true', hostname=host)
+    event = Event(watcher, action, types.MappingProxyType(fields), plugin)
+    for _ in range(2):                             # made, then from the template kept
+        line = logger._line((event, why, 1e9 + 0.5))
+        expected = json.dumps(logger.record(event, why, 1e9 + 0.5), ensure_ascii=False,
+                              default=str, allow_nan=False)
+        line.encode('utf-8')                       # every sink can write it
+        assert json.loads(line) == json.loads(expected)
+        if not any('\ud800' <= c <= '\udfff' for c in expected):
+            assert line == expected                # else a lone surrogate is escaped
+
+
+def test_a_lone_surrogate_is_written_as_its_escape(tmp_path):
+    path = str(tmp_path / 'events.log')
+    with EventPublisher() as events:
+        plugin = EventLogger(NOWHERE, events.endpoint, 1.0, path=path,
+                             hostname='web\udc80')   # from a command line, say
+        with plugin:
+            published(events, plugin, 1)
+            wait_for(lambda: web_pids(path) == [1], what='the record')
+    assert lines(path)[-1]['host'] == 'web\udc80'
+    assert plugin.losses.count == 0
