@@ -1,5 +1,6 @@
 """The alerts plugin under a real circusd 0.19, sending to real servers on 127.0.0.1: an SMTP
 server (aiosmtpd, STARTTLS and AUTH) and a webhook receiver (tornado)."""
+import json
 import logging
 import sys
 import time
@@ -293,10 +294,12 @@ def test_run_time_and_signal_come_from_spawn_and_reap(receiver):
 def test_watchers_in_trouble_together_share_one_message(receiver):
     names = ['db-%d' % n for n in range(5)]
     with scripted(receiver, group_wait=0.3, recovery_after=0.6) as circusd:
-        for pid, name in enumerate(names, 10):      # an outage: all crash in one pass
-            circusd.feed(name, 'reap', process_pid=pid, time=time.time(), exit_code=1)
-        circusd.feed('giveup', 'reap', process_pid=9, time=time.time(), exit_code=1)
-        circusd.feed_raw(plugin_event('flapping', 'giveup', 'flapping_giveup'))
+        now = time.time()
+        reaps = [(('watcher.%s.reap' % name).encode(), json.dumps(
+            {'process_pid': pid, 'time': now, 'exit_code': 1}).encode())
+            for pid, name in enumerate(names + ['giveup'], 10)]
+        # An outage: all crash in one pass of the loop, however slow the machine.
+        circusd.feed_raw(*reaps, plugin_event('flapping', 'giveup', 'flapping_giveup'))
         wait_for(lambda: len(receiver.bodies()) >= 2, what='the alert and the recoveries')
         assert circusd.escaped == []
     alert, recovered = receiver.bodies()[:2]
