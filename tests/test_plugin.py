@@ -149,9 +149,10 @@ def test_call_without_circusd_times_out():
                        'tcp://127.0.0.1:%d' % free_port(), 5.0, call_timeout='1')
     with plugin:
         began = time.monotonic()
-        with pytest.raises(CallError, match="'list'"):
+        with pytest.raises(CallError, match=r"'list'.* 1(\.0)? s"):  # call_timeout's
             plugin.call('list')
-        assert time.monotonic() - began < 2.0
+        # Not the default 5 s: a loaded machine may add to the 1 s, not that much.
+        assert 0.9 < time.monotonic() - began < 4.0
 
         async def from_loop():
             try:
