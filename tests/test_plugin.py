@@ -316,6 +316,42 @@ def test_start_in_main_thread_stops_on_sigterm_and_restores_handlers(circusd):
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_a_signal_as_the_plugin_thread_starts_still_stops_gracefully(monkeypatch):
+    """SIGINT while start() is starting the plugin thread (here it comes, for sure, right
+    after the thread began and before start() went on) stops the plugin gracefully all
+    the same: handle_stop runs, and no plugin thread is left."""
+    import os
+    import signal
+    signalled, stops = threading.Event(), []
+
+    class SignalsAtInit(CircusPlugin):
+        name = 'signals_at_init'
+
+        def handle_init(self):
+            os.kill(os.getpid(), signal.SIGINT)  # handled in the main thread, in start()
+            signalled.set()
+
+        def handle_recv(self, data):
+            pass
+
+        def handle_stop(self):
+            stops.append(threading.current_thread() is threading.main_thread())
+
+    real_start = threading.Thread.start
+
+    def start(thread):
+        real_start(thread)
+        if thread.name == 'plugin-signals_at_init':
+            signalled.wait(5)  # the main thread takes the signal here
+    monkeypatch.setattr(threading.Thread, 'start', start)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    plugin = SignalsAtInit('tcp://127.0.0.1:%d' % free_port(),
+                           'tcp://127.0.0.1:%d' % free_port(), 1.0)
+    plugin.start()
+    assert stops == [True] and not plugin.running
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
 # -- ported from circus 0.19: initialize() and circus's attributes ---------------------------
 
 def test_initialize_override_runs_after_handle_init_and_its_timer_ticks(circusd, tmp_path):
