@@ -195,7 +195,10 @@ def flapping_circusd(start_circusd):
         circusd = start_circusd(
             watchers={'bad': bad, 'good': {'cmd': 'sleep 1000'}},
             plugins={'flapping': {'use': 'circus_plugins.flapping.Flapping', 'attempts': 2,
-                                  'window': 1, 'retry_in': 1, 'max_retry': 1}})
+                                  'window': 1, 'retry_in': 1, 'max_retry': 1}},
+            # bad dies and is respawned at each check: deaths every 0.3 s, so that the
+            # plugin's stop, retry and give-up come in about 2 s of the 8 s waited.
+            circus={'check_delay': 0.3})
         pid = wait_for(lambda: circusd.pids('plugin:flapping'), what='the plugin')[0]
         wait_connected(pid, circusd.pubsub_endpoint)
         return circusd
