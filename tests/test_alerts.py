@@ -88,7 +88,9 @@ def test_a_crash_arrives_by_mail_and_webhook_with_exit_code_and_last_lines(
 
 
 def test_a_recovery_notice_after_running_quietly(start_circusd, tmp_path, receiver):
-    circusd = start_circusd(watchers={'flaky': recovering(tmp_path, crashes=2)})
+    # circusd reaps and respawns flaky at each check: every 0.3 s, not every second.
+    circusd = start_circusd(watchers={'flaky': recovering(tmp_path, crashes=2)},
+                            circus={'check_delay': 0.3})
     with running(circusd, webhook_url=receiver.url, group_wait=0.5):
         [recovered] = wait_for(lambda: about(receiver, 'flaky', 'recovered'), timeout=8,
                                what='the recovery notice')
@@ -193,7 +195,10 @@ def test_a_429_retry_after_is_honoured(start_circusd, tmp_path, receiver):
 
 def test_flappings_giveup_in_the_same_host_is_alerted_as_such(start_circusd, tmp_path,
                                                               receiver):
-    circusd = start_circusd(watchers={'flaky': {'cmd': sys.executable + ' -c "exit(3)"'}})
+    # Deaths every 0.3 s (circusd reaps at each check): Flapping's two deaths, retry and
+    # two more deaths take about 2 s, not 5 s, of the 9 s waited.
+    circusd = start_circusd(watchers={'flaky': {'cmd': sys.executable + ' -c "exit(3)"'}},
+                            circus={'check_delay': 0.3})
     sections = {
         'flapping': {'use': 'circus_plugins.flapping.Flapping', 'attempts': 2, 'window': 1,
                      'retry_in': 0.5, 'max_retry': 1},
