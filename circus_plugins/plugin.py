@@ -264,12 +264,17 @@ class CircusPlugin(metaclass=_PluginMeta):
         :meth:`handle_stop`) and the previous handlers are put back afterwards. Raises
         whatever :meth:`handle_init` raised.
         """
-        waiting = [True]
+        # A signal during start_background() is only noted: raised there, it could leave
+        # between the start of the plugin thread and start_background() noting it, and
+        # stop() would not know the thread. The wait afterwards is ended by raising.
+        got = []  # the first signal
+        waiting = [False]
 
         def interrupt(signum, frame):
-            if waiting[0]:
-                waiting[0] = False
-                raise _Interrupted(signum)
+            if not got:
+                got.append(signum)
+                if waiting[0]:
+                    raise _Interrupted(signum)
 
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -278,14 +283,18 @@ class CircusPlugin(metaclass=_PluginMeta):
         try:
             try:
                 self.start_background()
-                self.__stopped.wait()
-            except _Interrupted as exc:
-                self.log.info('got %s, stopping', signal.Signals(exc.args[0]).name)
+                waiting[0] = True
+                if not got:
+                    self.__stopped.wait()
+            except _Interrupted:
+                pass
             finally:
                 waiting[0] = False
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if got:
+            self.log.info('got %s, stopping', signal.Signals(got[0]).name)
         self.stop()
 
     def start_background(self, *, context: Optional[zmq.Context] = None) -> 'CircusPlugin':

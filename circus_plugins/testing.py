@@ -144,7 +144,12 @@ class Circusd:
         self._socket: Optional[zmq.Socket] = None
 
     def start(self, timeout: float = 8.0) -> 'Circusd':
-        """Start circusd and wait until it answers commands."""
+        """Start circusd and wait until it answers commands and has started its watchers.
+
+        circusd answers commands before it has started its watchers: until it has, the
+        events of their start (``spawn``, ``start``) may still come, and commands that
+        change state are refused as busy.
+        """
         env = dict(os.environ, **self._env)
         with open(self.log_path, 'ab') as log:
             self.process = subprocess.Popen(
@@ -153,7 +158,10 @@ class Circusd:
                 cwd=self.workdir, env=env,
                 # A group of its own, so that stop() can end whatever circusd leaves.
                 start_new_session=True)
+        deadline = time.monotonic() + timeout
         wait_for(self._answers, timeout, interval=0.05, what='circusd to answer')
+        wait_for(self._started, max(0.0, deadline - time.monotonic()), interval=0.02,
+                 what='circusd to start its watchers')
         return self
 
     def _answers(self) -> bool:
@@ -164,6 +172,19 @@ class Circusd:
             return self.call('list', timeout=0.5)['status'] == 'ok'
         except TimeoutError:
             return False
+
+    def _started(self) -> bool:
+        """Whether circusd has ended the start of its watchers, a command that holds its
+        lock: adding a watcher under a name it has is refused as busy while a command
+        holds the lock, and as a duplicate, changing nothing, once none does."""
+        try:
+            names = self.call('list', timeout=0.5)['watchers']
+            if not names:
+                return True
+            reply = self._call_once('add', 0.5, {'name': names[0], 'cmd': 'true'})
+        except TimeoutError:
+            return False
+        return not is_busy(reply)
 
     def call(self, command: str, timeout: float = 5.0, busy_retry: float = 5.0,
              **props: Any) -> Dict[str, Any]:

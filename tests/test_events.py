@@ -638,8 +638,9 @@ def test_flapping_after_a_reap_with_a_bad_time(bad_time, caplog):
         assert warning.name == 'circus_plugins.flapping'
         assert 'skipped reap event of watcher' in warning.getMessage()
         caplog.clear()
+        now = time.time()  # one window (1 s) however slow the feeding
         for pid in (8, 9):
-            circusd.feed('web', 'reap', process_pid=pid, time=time.time())
+            circusd.feed('web', 'reap', process_pid=pid, time=now)
         assert circusd.next_command(timeout=0) == stop('web')
         check(circusd, caplog, 0)
 
@@ -655,8 +656,9 @@ def test_flapping_reaps_out_of_order_or_from_the_future_do_not_add_up(caplog):
         wait_for(lambda: time.monotonic() - start > 0.25, what='the window to pass')
         circusd.feed('future', 'reap', process_pid=4, time=time.time())
         assert circusd.no_command()
+        now = time.time()  # one window (0.1 s) however slow the feeding
         for pid in (5, 6):  # flapping
-            circusd.feed('future', 'reap', process_pid=pid, time=time.time())
+            circusd.feed('future', 'reap', process_pid=pid, time=now)
         assert circusd.next_command(timeout=0) == stop('future')
         check(circusd, caplog, 0)
 
@@ -675,8 +677,9 @@ def test_an_exception_in_flappings_check_is_logged_by_the_plugin(caplog):
         assert record.name == 'circus_plugins.flapping' and record.exc_info
         assert record.getMessage() == 'web: checking for flapping failed'
         caplog.clear()
+        now = time.time()  # one window (1 s) however slow the feeding
         for pid in (2, 3):
-            circusd.feed('web', 'reap', process_pid=pid)
+            circusd.feed('web', 'reap', process_pid=pid, time=now)
         assert circusd.next_command(timeout=0) == stop('web')
         check(circusd, caplog, 0)
 

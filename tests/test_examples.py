@@ -1,23 +1,38 @@
 """The demo that README.rst's first command runs."""
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 from circus_plugins.testing import wait_for
 from conftest import PLUGIN_ENV, ROOT
 
 
-def test_demo_prints_events_and_stops():
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'examples', 'demo.py'),
-                             '--seconds', '6'], capture_output=True, text=True, timeout=9.5)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[-1] == 'stopped'
-    assert any(line.split()[:2] == ['flaky', 'spawn'] for line in lines), result.stdout
-    assert any(line.split()[:2] == ['web', 'pids'] for line in lines), result.stdout
-    # The host's Flapping stopped the crasher, and the printer heard it say so.
-    assert any(line.split()[:4] == ['crasher', 'flapping', 'by', 'flapping']
-               for line in lines), result.stdout
+def test_demo_prints_events_and_stops(tmp_path):
+    """The demo prints circusd's events, the pids of web and what Flapping did, until
+    Ctrl-C (SIGINT) stops it all."""
+    with open(tmp_path / 'stderr', 'w') as stderr:
+        demo = subprocess.Popen([sys.executable, os.path.join(ROOT, 'examples', 'demo.py')],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True)
+    reader.start()
+    try:
+        def printed(*words):
+            return any(line.split()[:len(words)] == list(words) for line in list(lines))
+        wait_for(lambda: printed('flaky', 'spawn') and printed('web', 'pids')
+                 # The host's Flapping stopped the crasher, and the printer heard it.
+                 and printed('crasher', 'flapping', 'by', 'flapping'), timeout=8,
+                 what='the demo to print events, pids and flapping')
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=8) == 0, (tmp_path / 'stderr').read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    reader.join(5)
+    assert lines[-1] == 'stopped\n', lines
 
 
 def test_the_trimmer_of_the_layout_page_trims_and_gauges(start_circusd, udp):

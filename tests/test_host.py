@@ -10,6 +10,9 @@ from circus_plugins.testing import PluginProcess, wait_for
 from conftest import PLUGIN_ENV
 
 FLAKY = {'cmd': sys.executable + ' -c "raise SystemExit(3)"', 'numprocesses': 1}
+#: circusd reaps (and respawns) flaky at each check: every 0.3 s, Flapping's two deaths,
+#: its retry and two more deaths come in about 2 s, far from the 9 s waited for them.
+QUICK = {'check_delay': 0.3}
 
 
 def plugins_ini(tmp_path, circusd, udp, **extra_sections):
@@ -57,7 +60,7 @@ def check_the_three_plugins(tmp_path, circusd, udp):
 
 
 def test_all_sections_in_one_process_from_circus_plugin(start_circusd, tmp_path, udp):
-    circusd = start_circusd(watchers={'flaky': FLAKY})
+    circusd = start_circusd(watchers={'flaky': FLAKY}, circus=QUICK)
     ini = plugins_ini(
         tmp_path, circusd, udp,
         bad={'use': 'circus_plugins.statsd.StatsdEmitter', 'port': 'notaport'},
@@ -109,7 +112,7 @@ def test_a_host_section_run_by_circusd(start_circusd, tmp_path, udp):
     ini = plugins_ini(tmp_path, placeholder, udp)  # its [circus] is not used by a host
     circusd = start_circusd(watchers={'flaky': FLAKY},
                             plugins={'host': {'use': 'circus_plugins.host.PluginHost',
-                                              'config': ini}})
+                                              'config': ini}}, circus=QUICK)
     check_the_three_plugins(tmp_path, circusd, udp)
     assert circusd.status('plugin:host') == 'active'
 

@@ -155,6 +155,9 @@ def test_counters_survive_a_circusd_restart_and_a_watcher_removed_and_added(star
         circusd.call('add', name='web', cmd='sleep 1000', start=True)
         wait_for(lambda: sample(plugin, 'circus_watcher_processes', watcher='web') == 1,
                  what='web back')
+        # The processes come from a poll, the counts from events, on another socket:
+        # wait until the events of the rm and the add are counted too.
+        hears(circusd, plugin)
         assert sample(plugin, 'circus_watcher_exits_total', **stopped) == 6
         assert sample(plugin, 'circus_watcher_spawns_total', watcher='web') == spawns + 3
 

@@ -5,6 +5,7 @@ import base64
 import email
 import email.policy
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -134,11 +135,11 @@ def test_wrong_password_raises_without_showing_it(ca, ca_file, caplog):
 
 
 def test_server_down_raises_at_once():
-    smtp = sender(free_port())
-    started = time.monotonic()
-    with pytest.raises(SmtpError, match='at connect'):
+    smtp = sender(free_port(), timeout=30)
+    with pytest.raises(SmtpError, match='at connect') as raised:
         send(smtp)
-    assert time.monotonic() - started < 1
+    # Refused, not waited out: the error is the refusal's, not the timeout's.
+    assert not re.search('no answer within|[Tt]imed out', str(raised.value)), raised.value
 
 
 def test_silent_server_raises_after_the_timeout():
@@ -150,7 +151,8 @@ def test_silent_server_raises_after_the_timeout():
         started = time.monotonic()
         with pytest.raises(SmtpError, match=r'at connect.*(0\.3 s|[Tt]imed out)'):
             send(smtp)
-        assert 0.25 < time.monotonic() - started < 1.5
+        # Waited out the 0.3 s, not the default 30 s (a loaded machine adds a little).
+        assert 0.25 < time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize('option, value', [

@@ -370,7 +370,10 @@ def test_emitter_counts_in_the_real_statsd_equal_the_events(start_circusd, stats
         watchers={'blink': {'cmd': 'sleep 0.2', 'numprocesses': 2, 'autostart': 'false'},
                   'sleeper': {'cmd': 'sleep 1000'}},
         plugins={'statsd': {'use': 'circus_plugins.statsd.StatsdEmitter',
-                            'host': '127.0.0.1', 'port': statsd_daemon.port}})
+                            'host': '127.0.0.1', 'port': statsd_daemon.port}},
+        # blink's processes are reaped, and replaced, at each check: ten reaps in about
+        # 1.5 s rather than 5 s of the 8 s waited for them.
+        circus={'check_delay': 0.3})
     pid = wait_for(lambda: circusd.pids('plugin:statsd'), what='the plugin')[0]
     wait_connected(pid, circusd.pubsub_endpoint)
     prefix = 'circus.app.watcher.'

@@ -1,4 +1,5 @@
-"""circus_plugins.testing's ScriptedCircusd, the fake that plugin authors test rules with."""
+"""circus_plugins.testing: ScriptedCircusd, the fake that plugin authors test rules with, and
+Circusd."""
 import pytest
 
 from circus_plugins import CallError, CircusPlugin
@@ -67,3 +68,14 @@ def test_busy_refusals_are_asked_again_and_ignored_commands_not_recorded():
         circusd.feed('web', 'reap')
         assert circusd.next_command(timeout=0) == ('stop', {'name': 'web'})
         assert answers == [] and circusd.no_command()
+
+
+def test_circusd_start_returns_once_its_watchers_are_started(start_circusd):
+    """circusd answers commands before it has started its watchers; Circusd.start()
+    returns only once it has, so that their start events are over."""
+    watchers = {'w%d' % n: {'cmd': 'sleep 1000', 'numprocesses': 2} for n in range(6)}
+    watchers['later'] = {'cmd': 'sleep 1000', 'autostart': False}
+    circusd = start_circusd(watchers=watchers)
+    statuses = circusd.call('status')['statuses']
+    assert statuses == dict({name: 'active' for name in watchers}, later='stopped')
+    assert all(len(circusd.pids(name)) == 2 for name in watchers if name != 'later')
