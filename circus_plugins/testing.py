@@ -13,6 +13,7 @@ with a deadline instead of sleeping::
 Nothing here is thread-safe: use each object from one thread.
 """
 import asyncio
+import atexit
 import concurrent.futures
 import inspect
 import itertools
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -49,13 +51,69 @@ def _ephemeral_ports() -> Tuple[int, int]:
 
 
 _given: Set[int] = set()
+#: Where processes using these helpers note the ports they were given (one file per
+#: port, holding the pid), so that two test runs side by side never get the same port.
+_NOTES = os.path.join(tempfile.gettempdir(), 'circus-plugins-ports-%d' % os.getuid())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _note(port: int) -> bool:
+    """Note ``port`` as this process's; ``False`` if another living process has it."""
+    path = os.path.join(_NOTES, str(port))
+    mine = str(os.getpid()).encode()
+    try:
+        os.makedirs(_NOTES, exist_ok=True)
+        try:
+            note = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path, 'rb') as owner:
+                    pid = int(owner.read() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                return False
+            note = os.open(path, os.O_WRONLY | os.O_TRUNC)  # its owner has ended
+        try:
+            os.write(note, mine)
+        finally:
+            os.close(note)
+    except OSError:  # nowhere to note it: a collision stays as unlikely as it was
+        pass
+    return True
+
+
+@atexit.register
+def _forget_ports() -> None:
+    mine = str(os.getpid()).encode()
+    for port in _given:  # a forked child that exits has them too: only the notes it wrote
+        path = os.path.join(_NOTES, str(port))
+        try:
+            with open(path, 'rb') as note:
+                if note.read() == mine:
+                    os.unlink(path)
+        except OSError:
+            pass
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that nothing listens on right now, and not given before.
+    """A port on 127.0.0.1 that nothing listens on right now, and not given before, in
+    this process or in another that uses this function and still runs.
 
     It is taken below the kernel's ephemeral range: a port from that range (what binding
     port 0 gives) may be taken by any outgoing connection before the server binds it.
+    A port is found free here and bound by its server later: another test run beside
+    this one could find it free meanwhile, so each port given is noted in a file of a
+    directory under the temporary one (removed at exit) that other runs skip.
     """
     low, _ = _ephemeral_ports()
     for _ in range(200):
@@ -67,6 +125,8 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 sock.bind(('127.0.0.1', port))
             except OSError:
                 continue
+        if not _note(port):
+            continue
         _given.add(port)
         return port
     with socket.socket(socket.AF_INET, kind) as sock:

@@ -217,7 +217,8 @@ def test_flappings_giveup_in_the_same_host_is_alerted_as_such(start_circusd, tmp
     assert giveup['title'] == 'flaky stopped for good: it kept crashing (flapping)'
     assert 'flapping_giveup' in facts(giveup)['events']
     assert '(flapping: attempts=1, max_retry=1)' in giveup['text']
-    assert circusd.status('flaky') == 'stopped'
+    # circusd answers a stop at once and ends the processes afterwards.
+    wait_for(lambda: circusd.status('flaky') == 'stopped', what='flaky stopped')
     assert about(receiver, 'flaky', 'recovered') == []  # it is down, not recovered
 
 

@@ -168,7 +168,9 @@ def test_fields_this_redis_lacks_are_skipped_and_said_once(redis_server, caplog)
 def test_restarts_the_watcher_when_redis_is_gone(start_circusd, udp, redis_server):
     circusd = start_circusd(
         watchers={'cache': {'cmd': 'sleep 1000'}},
-        plugins={'redis': plugin_options(redis_server.url, udp, timeout='0.5',
+        # 2 s: a loaded machine does not make a live Redis look gone (and a stopped one
+        # refuses at once).
+        plugins={'redis': plugin_options(redis_server.url, udp, timeout='2',
                                          restart_on_timeout='cache')})
     pids = wait_for(lambda: circusd.pids('cache'), what='cache to run')
     udp.wait_lines(lambda lines: 'used_memory' in gauged(lines), what='a gauge')

@@ -326,7 +326,9 @@ def test_circusd_stats_show_a_busy_loop_from_the_second_reading(start_circusd):
         info = circusd.call('stats', name='burner')['info']
         return [p['cpu'] for p in info.values()][0]
     assert cpu() == 0.0  # psutil's first reading of a process
-    wait_for(lambda: cpu() > 50, timeout=6, interval=0.3, what='a busy cpu figure')
+    # A busy loop, whatever share of a core a loaded machine leaves it (the restart
+    # tests below count on no more: their max_cpu is 20).
+    wait_for(lambda: cpu() > 20, timeout=6, interval=0.3, what='a busy cpu figure')
 
 
 def test_busy_watcher_restarted_idle_one_left_alone(start_circusd, udp):

@@ -79,3 +79,19 @@ def test_circusd_start_returns_once_its_watchers_are_started(start_circusd):
     statuses = circusd.call('status')['statuses']
     assert statuses == dict({name: 'active' for name in watchers}, later='stopped')
     assert all(len(circusd.pids(name)) == 2 for name in watchers if name != 'later')
+
+
+def test_a_free_port_is_not_given_to_another_run_while_this_one_lasts():
+    """A port is found free, then bound by its server a while later: a test run beside
+    this one must not be given it meanwhile."""
+    import subprocess
+    import sys
+    from circus_plugins.testing import free_port
+    port = free_port()  # free, and nothing binds it here
+    # The other run draws that port every time; it has to find another one.
+    code = ('import random\nfrom circus_plugins import testing\n'
+            'random.randint = lambda low, high: %d\nprint(testing.free_port())\n' % port)
+    other = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                           timeout=30)
+    assert other.returncode == 0, other.stderr
+    assert int(other.stdout) != port
