@@ -26,7 +26,7 @@ import threading
 import time
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import TimeoutError as ThreadTimeout
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
 import zmq
 from tornado.ioloop import IOLoop
@@ -133,6 +133,7 @@ class CircusPlugin(metaclass=_PluginMeta):
     # Made by the first read of `loop` (see there); a class default, so that a subclass
     # may even touch the loop before calling this class's constructor.
     __loop: Optional[IOLoop] = None
+    __tasks_before_stop: Set[asyncio.Task] = frozenset()  # type: ignore[assignment]
 
     #: Seconds: at stop, events already on their way are still handled, until none has
     #: come for this long (and for at most half of ``call_timeout`` in all); 0, the
@@ -397,6 +398,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         """
         if self.in_plugin_thread():
             self.__paused = True
+            self.__note_tasks_before_stop()
             return
         done: ThreadFuture = ThreadFuture()
 
@@ -405,12 +407,18 @@ class CircusPlugin(metaclass=_PluginMeta):
                 self.__drain_before_stop()
             finally:
                 self.__paused = True
+                self.__note_tasks_before_stop()
                 done.set_result(None)
         try:
             self.loop.add_callback(pause)
             done.result(timeout=self.call_timeout)
         except (RuntimeError, ThreadTimeout):
             self.log.warning('still busy in a handler; stopping anyway')
+
+    def __note_tasks_before_stop(self) -> None:
+        # On the loop: what runs now is the plugin's ordinary work, which the stop ends;
+        # tasks begun from here on (in handle_stop) are its closing work.
+        self.__tasks_before_stop = asyncio.all_tasks(self.loop.asyncio_loop)
 
     def __drain_before_stop(self) -> None:
         """Handle the events that reach the SUB socket within :attr:`drain_on_stop`
@@ -453,12 +461,19 @@ class CircusPlugin(metaclass=_PluginMeta):
             self.__stopped.set()
 
     def __end_tasks(self) -> None:
-        """Let the tasks still pending on the stopped loop end, as :func:`asyncio.run`
-        does: those begun by :meth:`handle_stop` (closing a client) get
-        :data:`_TASKS_AT_STOP` seconds, then what is left is cancelled, so that no task is
-        destroyed pending and no connection is left half closed."""
+        """End the tasks still pending on the stopped loop, so that none is destroyed
+        pending, as :func:`asyncio.run` does. Those that ran before the stop (a periodic
+        look waiting on a call that the closed client just failed) are cancelled at once:
+        resumed, they would take their own stop for a failure. Those begun by
+        :meth:`handle_stop` (closing a client) get :data:`_TASKS_AT_STOP` seconds to end,
+        then are cancelled too."""
         loop = self.loop.asyncio_loop
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        before = self.__tasks_before_stop
+        pending = []
+        for task in asyncio.all_tasks(loop):
+            if task in before:
+                task.cancel()
+            pending.append(task)
         for timeout in (_TASKS_AT_STOP, None):
             if not pending:
                 return
@@ -468,8 +483,9 @@ class CircusPlugin(metaclass=_PluginMeta):
                 timeout = _TASKS_AT_STOP  # a task may refuse to end: never wait for ever
             _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
         if pending:
+            names = {getattr(task.get_coro(), '__qualname__', '?') for task in pending}
             self.log.warning('%d task(s) still running at stop: %s', len(pending),
-                             ', '.join(sorted({getattr(t.get_coro(), '__qualname__', '?') for t in pending})))
+                             ', '.join(sorted(names)))
 
     def __open(self) -> None:
         self.__context = self.context = self.__shared_context or zmq.Context()

@@ -606,3 +606,30 @@ def test_tasks_pending_at_stop_end_or_are_cancelled(circusd, from_loop, caplog):
         plugin.stop()
     assert plugin.closed and plugin.cancelled and plugin.forever.cancelled()
     assert 'destroyed but it is pending' not in caplog.text
+
+
+class AsksAtStop(CircusPlugin):
+    """A task of its ordinary work waits on circusd's answer when the plugin stops, as a
+    periodic look or Flapping's stop may; it records what its call ended with."""
+    name = 'asks_at_stop'
+
+    def handle_init(self):
+        self.outcome = []
+        self.asking = self.loop.asyncio_loop.create_task(self._ask())
+
+    async def _ask(self):
+        try:
+            self.outcome.append(await self.call_async('list'))
+        except CallError as exc:  # what a plugin would log as a failure
+            self.outcome.append(exc)
+
+    def handle_recv(self, data):
+        pass
+
+
+def test_a_call_in_flight_at_stop_is_cancelled_not_failed(circusd):
+    # Nothing answers on this endpoint: the call is still waiting when the plugin stops.
+    plugin = AsksAtStop('tcp://127.0.0.1:%d' % free_port(), circusd.pubsub_endpoint, 1.0)
+    plugin.start_background()
+    plugin.stop()
+    assert plugin.outcome == [] and plugin.asking.cancelled()
