@@ -32,6 +32,13 @@ class Logger(CircusPlugin):
         self.file.write('%s::%s' % (topic, msg))
 
 
+class DrainingLogger(Logger):
+    """The seed's ``Logger`` with :attr:`~circus_plugins.CircusPlugin.drain_on_stop`: the
+    events published before its stop are all in the file, however late they reach it."""
+
+    drain_on_stop = 0.5
+
+
 class ConfigDump(CircusPlugin):
     """Writes what it was built with to the file named by its ``dump`` option, then
     one line per event it receives, flushed at once."""
