@@ -468,20 +468,18 @@ class CircusPlugin(metaclass=_PluginMeta):
         :meth:`handle_stop` (closing a client) get :data:`_TASKS_AT_STOP` seconds to end,
         then are cancelled too."""
         loop = self.loop.asyncio_loop
-        before = self.__tasks_before_stop
-        pending = []
-        for task in asyncio.all_tasks(loop):
-            if task in before:
-                task.cancel()
-            pending.append(task)
-        for timeout in (_TASKS_AT_STOP, None):
-            if not pending:
-                return
-            if timeout is None:
-                for task in pending:
-                    task.cancel()
-                timeout = _TASKS_AT_STOP  # a task may refuse to end: never wait for ever
-            _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
+
+        def wait(tasks):  # a task may refuse to end: never wait for ever
+            if not tasks:
+                return tasks
+            return loop.run_until_complete(asyncio.wait(tasks, timeout=_TASKS_AT_STOP))[1]
+        pending = asyncio.all_tasks(loop)
+        for task in pending & self.__tasks_before_stop:
+            task.cancel()
+        pending = wait(pending)
+        for task in pending:
+            task.cancel()
+        pending = wait(pending)
         if pending:
             names = {getattr(task.get_coro(), '__qualname__', '?') for task in pending}
             self.log.warning('%d task(s) still running at stop: %s', len(pending),
