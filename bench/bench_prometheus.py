@@ -283,7 +283,7 @@ def forget_pages(exporter):
 
 
 class Renders:
-    """Counts the renders of a :class:`~circus_plugins._pages.Pages` (its ``_encode``,
+    """Counts the renders of a :class:`~circus_plugins.prometheus._pages.Pages` (its ``_encode``,
     wrapped on the instance, as is ``refresh_one``), as made inside ``refresh_one()``
     (ahead of scrapes) or elsewhere (in ``page()``: a scrape's). All on the exporter's loop; the
     counts are ints read from the main thread."""

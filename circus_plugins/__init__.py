@@ -2,7 +2,8 @@
 
 A plugin subscribes to circusd's events and sends it commands; see :class:`CircusPlugin`.
 """
-from .config import decode_config, encode_config, get_plugin_cmd
+from ._loader import get_plugin_cmd
+from .config import decode_config, encode_config
 from .errors import CallError, CircusPluginError, ConfigError, MalformedEvent, PluginLoadError
 from .periodic import PeriodicPlugin
 from .plugin import CircusPlugin

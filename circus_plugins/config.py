@@ -1,10 +1,10 @@
-"""Plugin options: the ``--config`` codec, ``get_plugin_cmd`` and circus.ini sections.
+"""Plugin options: the ``--config`` codec, option converters and circus.ini sections.
 
 circusd 0.19 hands a plugin its ``[plugin:NAME]`` options on the command line as one
 ``--config key:value:::key2:value2`` argument, and builds that command line without quoting
 it, so a value with a space, a ``:::`` or a quote breaks. :func:`encode_config` keeps
 circus's form whenever it round-trips exactly and falls back to a JSON object otherwise;
-:func:`decode_config` reads both, and :func:`get_plugin_cmd` quotes every argument.
+:func:`decode_config` reads both, and :func:`~circus_plugins.get_plugin_cmd` quotes every argument.
 """
 import configparser
 import fnmatch
@@ -12,14 +12,11 @@ import ipaddress
 import json
 import math
 import re
-import shlex
 import signal
-import sys
 from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Pattern, Sequence,
                     Tuple)
 from urllib.parse import urlsplit
 
-from ._loader import load_plugin_class
 # Redaction is part of reading options that hold secrets: offered here to every plugin.
 from ._redact import (add_secret, redact_error, redact_text, redact_url,  # noqa: F401
                       url_secrets)
@@ -287,39 +284,6 @@ def decode_config(text: Optional[str]) -> Dict[str, str]:
                                           % item))
         config[key.strip()] = value.strip()
     return config
-
-
-def get_plugin_cmd(config: Mapping[str, Any], endpoint: str, pubsub: str,
-                   check_delay: float, ssh_server: Optional[str],
-                   debug: bool = False, loglevel: Optional[str] = None,
-                   logoutput: Optional[str] = None) -> str:
-    """Build the shell-quoted command line that runs a plugin with ``circus-plugin``.
-
-    ``config`` is a ``[plugin:NAME]`` section as a mapping: ``use`` names the plugin class
-    and every other key is an option. Unlike circus 0.19's, every argument is quoted, so
-    each value reaches the plugin intact, ``check_delay`` (seconds) is passed on, and
-    ``config`` is not modified. Raises :class:`PluginLoadError` if ``use`` does not import.
-    """
-    if 'use' not in config:
-        raise ConfigError('plugin %r: the "use" option is missing'
-                          % config.get('name', '?'))
-    fqn = config['use']
-    load_plugin_class(fqn)
-    options = {k: v for k, v in config.items() if k != 'use'}
-    args = [sys.executable, '-m', 'circus_plugins', '--endpoint', endpoint,
-            '--pubsub', pubsub, '--check-delay', str(float(check_delay))]
-    if ssh_server is not None:
-        args += ['--ssh', ssh_server]
-    if options:
-        args += ['--config', encode_config(options)]
-    if debug:
-        args += ['--log-level', 'debug']
-    elif loglevel:
-        args += ['--log-level', loglevel]
-    if logoutput:
-        args += ['--log-output', logoutput]
-    args.append(fqn)
-    return ' '.join(shlex.quote(str(arg)) for arg in args)
 
 
 class IniPlugin(NamedTuple):

@@ -1,13 +1,13 @@
-"""A grouped message put into words: notices and mails (circus_plugins._alert_text)."""
+"""A grouped message put into words: notices and mails (circus_plugins.alerts._alert_text)."""
 import dataclasses
 import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from circus_plugins._alert_text import KINDS, duration, mail_for, notice_for, notice_for_many
-from circus_plugins._grouping import Item, Message
-from circus_plugins._webhook import Notice
+from circus_plugins.alerts._alert_text import KINDS, duration, mail_for, notice_for, notice_for_many
+from circus_plugins.alerts._grouping import Item, Message
+from circus_plugins.alerts._webhook import Notice
 
 WALL, MONO = 1700000000.0, 5000.0  # the same moment on the wall clock and the monotonic one
 

@@ -242,7 +242,7 @@ def held_writes(monkeypatch):
     """Hold every write of the file sink until the returned gate is set: the records
     taken meanwhile wait in the queue, however fast the disk. Returns the gate and the
     list of the batches written (their numbers of lines)."""
-    from circus_plugins._sinks import FileSink
+    from circus_plugins.event_logger._sinks import FileSink
     write, gate, batches = FileSink.write, threading.Event(), []
 
     def held(sink, lines):

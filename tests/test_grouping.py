@@ -1,10 +1,10 @@
-"""The storm-control rules of circus_plugins._grouping, on a fake clock (plain floats)."""
+"""The storm-control rules of circus_plugins.alerts._grouping, on a fake clock (plain floats)."""
 import math
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from circus_plugins._grouping import Grouper, Item
+from circus_plugins.alerts._grouping import Grouper, Item
 
 
 def crash(w, t, n=None):

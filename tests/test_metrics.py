@@ -9,8 +9,8 @@ from hypothesis import example, given, settings, strategies as st
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from circus_plugins import _metrics
-from circus_plugins._metrics import REASONS, STATES, Snapshot, Usage
+from circus_plugins.prometheus import _metrics
+from circus_plugins.prometheus._metrics import REASONS, STATES, Snapshot, Usage
 
 PROMTOOL = '/usr/bin/promtool'
 PER_WATCHER = ('circus_watcher_processes', 'circus_watcher_desired_processes',

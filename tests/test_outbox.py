@@ -2,7 +2,7 @@
 import asyncio
 import logging
 
-from circus_plugins._outbox import Outbox, SendError
+from circus_plugins.alerts._outbox import Outbox, SendError
 from circus_plugins.testing import wait_for
 
 

@@ -4,9 +4,9 @@ import gzip
 
 from prometheus_client import exposition
 
-from circus_plugins import _pages
-from circus_plugins._metrics import Snapshot
-from circus_plugins._pages import Pages
+from circus_plugins.prometheus import _pages
+from circus_plugins.prometheus._metrics import Snapshot
+from circus_plugins.prometheus._pages import Pages
 
 OPENMETRICS = 'application/openmetrics-text; version=1.0.0'
 

@@ -15,7 +15,7 @@ import pytest
 import trustme
 from tornado.ioloop import IOLoop
 
-from circus_plugins._smtp import SmtpError, SmtpSender, import_aiosmtplib
+from circus_plugins.alerts._smtp import SmtpError, SmtpSender, import_aiosmtplib
 from circus_plugins.errors import ConfigError, PluginLoadError
 from circus_plugins.testing import free_port
 from receivers import PASSWORD, USER, WRONG, server_context, smtp_server

@@ -1,11 +1,11 @@
-"""The last lines of a file within a byte cap (circus_plugins._tail)."""
+"""The last lines of a file within a byte cap (circus_plugins.alerts._tail)."""
 import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from circus_plugins import _tail
-from circus_plugins._tail import tail
+from circus_plugins.alerts import _tail
+from circus_plugins.alerts._tail import tail
 
 
 def write(tmp_path, data):

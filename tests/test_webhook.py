@@ -1,8 +1,8 @@
 """Webhooks: each format as a receiver gets it, 429 and a receiver down, through the outbox."""
 import logging
 
-from circus_plugins._outbox import Outbox
-from circus_plugins._webhook import Notice, Webhook, retry_after_seconds
+from circus_plugins.alerts._outbox import Outbox
+from circus_plugins.alerts._webhook import Notice, Webhook, retry_after_seconds
 from circus_plugins.testing import wait_for
 from conftest import modules_loaded
 from receivers import TOKEN, WebhookReceiver
@@ -109,7 +109,7 @@ def test_tornados_http_client_is_loaded_for_a_webhook_only():
     build = ('from circus_plugins.alerts import Alerts\n'
              'Alerts("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 5.0, %s)')
     by_mail = modules_loaded(build % 'smtp_host="127.0.0.1", mail_to="ops@example.org"')
-    assert 'circus_plugins._webhook' in by_mail and 'aiosmtplib' in by_mail
+    assert 'circus_plugins.alerts._webhook' in by_mail and 'aiosmtplib' in by_mail
     assert 'tornado.httpclient' not in by_mail
     by_webhook = modules_loaded(build % 'webhook_url="https://hooks.example.org/T0/B0/x"')
     assert 'tornado.httpclient' in by_webhook

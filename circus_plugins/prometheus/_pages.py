@@ -35,7 +35,7 @@ class _Registry:
 
 
 class Pages:
-    """Rendered pages of ``snapshot`` (a :class:`~circus_plugins._metrics.Snapshot`),
+    """Rendered pages of ``snapshot`` (a :class:`~circus_plugins.prometheus._metrics.Snapshot`),
     with ``exposition`` (``prometheus_client.exposition``). On one thread (the loop)."""
 
     def __init__(self, snapshot: Any, exposition: Any) -> None:

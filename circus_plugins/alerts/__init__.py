@@ -16,9 +16,9 @@ and tells people when a watcher is in trouble:
 * the watcher **recovered**: it has run ``recovery_after`` seconds with no new problem.
 
 An operator's ``stop``, ``restart``, ``decr`` or ``reloadconfig`` and circusd's own
-shutdown are not alerted. Storms are folded by :class:`~circus_plugins._grouping.Grouper`
+shutdown are not alerted. Storms are folded by :class:`~circus_plugins.alerts._grouping.Grouper`
 (``group_wait``, ``group_interval``, ``repeat_interval``, ``max_events``); messages go
-out through one :class:`~circus_plugins._outbox.Outbox` per destination (an SMTP server,
+out through one :class:`~circus_plugins.alerts._outbox.Outbox` per destination (an SMTP server,
 each webhook), retried in order, so that a dead mail server costs nothing but a delay.
 
 A watcher is silenced by its own option ``alerts.mute`` in circus.ini: ``true``, or a
@@ -34,16 +34,16 @@ import time
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..config import MAX_COUNT, MAX_SECONDS, to_actions, to_bool, to_matcher
+from ..errors import ConfigError
+from ..events import CRASH, EXIT, Exits, read_event, shorten
+from ..plugin import CircusPlugin
 from ._alert_text import KINDS, mail_for, notice_for, notice_for_many
 from ._grouping import Grouper, Item
 from ._outbox import Outbox
 from ._smtp import SmtpSender
 from ._tail import tail
 from ._webhook import FORMATS, Notice, Webhook
-from .config import MAX_COUNT, MAX_SECONDS, to_actions, to_bool, to_matcher
-from .errors import ConfigError
-from .events import CRASH, EXIT, Exits, read_event, shorten
-from .plugin import CircusPlugin
 
 __all__ = ['Alerts', 'DEFAULT_EVENTS']
 

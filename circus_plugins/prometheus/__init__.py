@@ -3,7 +3,7 @@
 It serves ``/metrics`` over HTTP from the plugin's own loop, in the text format that
 Prometheus and OpenMetrics parsers read (the format and gzip negotiated from the
 request's ``Accept`` and ``Accept-Encoding`` as ``prometheus_client`` does). A scrape
-never waits on circusd: it reads a :class:`~circus_plugins._metrics.Snapshot` that the
+never waits on circusd: it reads a :class:`~circus_plugins.prometheus._metrics.Snapshot` that the
 plugin keeps up to date from circusd's events (spawns, exits, and plugin-made events of
 plugins running beside it) and from a poll every ``loop_rate`` seconds (``status``;
 ``list`` and ``get numprocesses`` of each watcher; ``stats`` of each new process, once;
@@ -23,14 +23,14 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
+from .._redact import add_secret
+from .._usage import UsageReader
+from ..config import MAX_COUNT, to_host
+from ..errors import ConfigError, PluginLoadError
+from ..events import EXIT, MAX_PID, Exits, read_event, whole
+from ..periodic import PeriodicPlugin
 from ._metrics import Snapshot, process_infos, start_time
 from ._pages import Pages
-from ._usage import UsageReader
-from ._redact import add_secret
-from .config import MAX_COUNT, to_host
-from .errors import ConfigError, PluginLoadError
-from .events import EXIT, MAX_PID, Exits, read_event, whole
-from .periodic import PeriodicPlugin
 
 __all__ = ['PrometheusExporter']
 

@@ -22,13 +22,13 @@ import time
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._log import SayOnce
+from .._log import SayOnce
+from .._usage import Usage, UsageReader, import_psutil
+from ..config import MAX_COUNT, MAX_SECONDS, to_bool, to_matcher, to_number
+from ..errors import ConfigError
+from ..events import CRASH, MAX_PID, Exits, read_event, shorten, whole
+from ..periodic import PeriodicPlugin
 from ._scaling import Decision, Settings, Trend, decide
-from ._usage import Usage, UsageReader, import_psutil
-from .config import MAX_COUNT, MAX_SECONDS, to_bool, to_matcher, to_number
-from .errors import ConfigError
-from .events import CRASH, MAX_PID, Exits, read_event, shorten, whole
-from .periodic import PeriodicPlugin
 
 __all__ = ['Autoscaler', 'Settings', 'Trend', 'decide']
 

@@ -16,8 +16,8 @@ import sys
 import threading
 from typing import List, Optional, Tuple, Union
 
-from ._log import SayOnce
-from .errors import ConfigError
+from .._log import SayOnce
+from ..errors import ConfigError
 
 #: Seconds a syslog server over TCP may take to take a line before it counts as failed.
 SEND_TIMEOUT = 10.0

@@ -21,9 +21,9 @@ JSON body of one of three formats:
 
     ``dropped`` is how many alerts before this one were dropped (queue full).
 
-:class:`Webhook` posts a notice, raising :exc:`~circus_plugins._outbox.SendError` when it
+:class:`Webhook` posts a notice, raising :exc:`~circus_plugins.alerts._outbox.SendError` when it
 was not delivered (with ``retry_after`` for a 429's ``Retry-After``): its :meth:`~Webhook.send`
-is a sender for :class:`~circus_plugins._outbox.Outbox`. Webhook URLs carry tokens (in the
+is a sender for :class:`~circus_plugins.alerts._outbox.Outbox`. Webhook URLs carry tokens (in the
 path for Slack, Mattermost and Rocket.Chat, in ``sig`` for Teams): a :class:`Webhook`
 declares them with :func:`~circus_plugins._redact.add_secret` and shows its URL only as
 :attr:`Webhook.shown_url`, ``scheme://host/***``.
@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .._redact import add_secret, redact_text, url_secrets
 from ._outbox import SendError
-from ._redact import add_secret, redact_text, url_secrets
 
 __all__ = ['Notice', 'Webhook', 'render', 'FORMATS', 'retry_after_seconds',
            'redact_webhook']
@@ -225,7 +225,7 @@ class Webhook:
 
     async def send(self, notice: Notice, dropped: int = 0) -> None:
         """Post ``notice``; return once the receiver said 2xx. Raises
-        :exc:`~circus_plugins._outbox.SendError` otherwise (``retry_after`` set from a
+        :exc:`~circus_plugins.alerts._outbox.SendError` otherwise (``retry_after`` set from a
         429's ``Retry-After``), its message safe to log."""
         if self._client is None:
             self._client = self._http.AsyncHTTPClient(force_instance=True)

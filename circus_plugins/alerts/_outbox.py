@@ -32,9 +32,9 @@ from typing import Any, Awaitable, Callable, Deque, Iterable, Optional
 
 from tornado.ioloop import IOLoop
 
-from ._log import plugin_logger
-from ._redact import redact_text
-from .errors import CircusPluginError
+from .._log import plugin_logger
+from .._redact import redact_text
+from ..errors import CircusPluginError
 
 __all__ = ['Outbox', 'SendError']
 

@@ -1,7 +1,7 @@
-"""What an alert says: a :class:`~circus_plugins._grouping.Message` put into words.
+"""What an alert says: a :class:`~circus_plugins.alerts._grouping.Message` put into words.
 
 :func:`notice_for` turns a message about a watcher into a
-:class:`~circus_plugins._webhook.Notice` (a title, facts, one line per event, the last
+:class:`~circus_plugins.alerts._webhook.Notice` (a title, facts, one line per event, the last
 output lines), which the webhook formats render; :func:`mail_for` writes the same notice
 as a mail's subject and plain-text body. Items carry, in ``facts``: ``time`` (seconds
 since the epoch, when it happened), and for a crash ``pid``, ``exit_code`` or

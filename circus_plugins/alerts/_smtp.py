@@ -32,11 +32,11 @@ import time
 from email.message import EmailMessage
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from ._log import plugin_logger
-from ._redact import add_secret, redact_text
-from .config import MAX_SECONDS, to_host, to_number
+from .._log import plugin_logger
+from .._redact import add_secret, redact_text
+from ..config import MAX_SECONDS, to_host, to_number
+from ..errors import ConfigError, PluginLoadError
 from ._outbox import SendError
-from .errors import ConfigError, PluginLoadError
 
 #: The TLS modes, and the port each uses when none is given.
 TLS_MODES = {'none': 25, 'starttls': 587, 'tls': 465}

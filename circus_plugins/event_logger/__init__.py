@@ -16,7 +16,7 @@ old files, and opened again when logrotate has moved it away), syslog (``syslog`
 standard output (``stdout``).
 
 The plugin's loop only reads each event, tells why a process ended and queues the
-event; a writer thread of its own (:mod:`circus_plugins._writer`) makes the lines and
+event; a writer thread of its own (:mod:`circus_plugins.event_logger._writer`) makes the lines and
 writes everything waiting at once (one system call for the file). At stop, the events
 on their way are still taken (:attr:`~circus_plugins.CircusPlugin.drain_on_stop`) and
 everything queued is written before the plugin ends. A write that fails (a full disk, a
@@ -31,13 +31,13 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..config import MAX_COUNT, signal_name, to_actions, to_matcher
+from ..errors import ConfigError
+from ..events import Event, Exits, read_event
+from ..plugin import CircusPlugin
 from ._sinks import (FACILITIES as _FACILITIES, SEND_TIMEOUT, FileSink, Losses,
                      StdoutSink, SyslogSink, syslog_address)
 from ._writer import BatchWriter
-from .config import MAX_COUNT, signal_name, to_actions, to_matcher
-from .errors import ConfigError
-from .events import Event, Exits, read_event
-from .plugin import CircusPlugin
 
 __all__ = ['EventLogger']
 

@@ -11,7 +11,7 @@ when a process ends (its CPU time stays in its watcher's total).
 """
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from ._usage import Usage
+from .._usage import Usage
 
 __all__ = ['Snapshot', 'Usage', 'STATES', 'REASONS', 'process_infos', 'start_time']
 
