@@ -15,7 +15,7 @@ import traceback
 from typing import List, Optional
 from urllib.parse import urlparse
 
-from . import __version__
+from ._version import __version__
 from ._endpoint import check_endpoint, check_ssh_server
 from ._loader import is_circus_plugin, load_plugin_class
 from .config import (DEFAULT_CHECK_DELAY, DEFAULT_ENDPOINT, DEFAULT_PUBSUB, decode_config,

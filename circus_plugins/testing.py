@@ -174,13 +174,17 @@ class Circusd:
         go to circusd's, :meth:`log`.
     :param circus: extra ``[circus]`` options (``check_delay`` is 1 s unless given).
     :param env: extra environment variables for circusd and so for its plugins.
+    :param python: the Python that runs circusd, and so its plugins: by default this one;
+        a virtualenv's ``bin/python`` to test what is installed there.
     """
 
     def __init__(self, workdir, watchers: Optional[Dict[str, Dict[str, Any]]] = None,
                  plugins: Optional[Dict[str, Dict[str, Any]]] = None,
                  circus: Optional[Dict[str, Any]] = None,
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, str]] = None,
+                 python: Optional[str] = None) -> None:
         self.workdir = str(workdir)
+        self.python = python or sys.executable
         self.endpoint = 'tcp://127.0.0.1:%d' % free_port()
         self.pubsub_endpoint = 'tcp://127.0.0.1:%d' % free_port()
         self.ini_path = os.path.join(self.workdir, 'circus.ini')
@@ -213,7 +217,7 @@ class Circusd:
         env = dict(os.environ, **self._env)
         with open(self.log_path, 'ab') as log:
             self.process = subprocess.Popen(
-                [sys.executable, '-c', 'from circus.circusd import main; main()',
+                [self.python, '-c', 'from circus.circusd import main; main()',
                  self.ini_path], stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.workdir, env=env,
                 # A group of its own, so that stop() can end whatever circusd leaves.
