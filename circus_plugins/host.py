@@ -19,7 +19,7 @@ out; a plugin whose start fails, or whose thread ends without being stopped, is 
 again after 1 s, then 2, 4... up to ``max_delay`` seconds, while the others go on.
 """
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 from tornado.ioloop import PeriodicCallback
 
@@ -40,12 +40,12 @@ class _Child:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.factory: Optional[type] = None
+        self.factory: Optional[Type[CircusPlugin]] = None
         self.config: Dict[str, Any] = {}
         self.plugin: Optional[CircusPlugin] = None
         self.failures = 0
         self.started = 0.0   # time.monotonic() of the last good start
-        self.pending = None  # the loop's handle of the next try
+        self.pending: Optional[object] = None  # the loop's handle of the next try
 
 
 class PluginHost(CircusPlugin):
@@ -61,7 +61,8 @@ class PluginHost(CircusPlugin):
 
     name = 'host'
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.ini = self.option('config', '')
         if not self.ini:
@@ -100,6 +101,11 @@ class PluginHost(CircusPlugin):
         except CircusPluginError as exc:
             self.log.error('[plugin:%s] left out: %s', child.name, exc)
             return False
+        if not issubclass(factory, CircusPlugin):
+            # It has no start_background: it would fail to start again and again.
+            self.log.error("[plugin:%s] left out: a plugin on circus 0.19's base class "
+                           'runs only alone', child.name)
+            return False
         if issubclass(factory, PluginHost):
             self.log.info('[plugin:%s] is a host itself: left out', child.name)
             return False
@@ -110,6 +116,7 @@ class PluginHost(CircusPlugin):
         child.pending = None
         if self._closing:
             return
+        assert child.factory is not None, 'handle_init keeps only the children it built'
         try:
             plugin = child.factory(self.endpoint, self.pubsub_endpoint, self.check_delay,
                                    self.ssh_server, **child.config)
@@ -158,7 +165,7 @@ class PluginHost(CircusPlugin):
         if self._watch is not None:
             self.loop.add_callback(self._watch.stop)
 
-    def handle_recv(self, data) -> None:
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         # circusd's events are for the plugins; the plugins' events may be relayed.
         if self.events_publish and bytes(data[0]).startswith(PLUGIN_PREFIX.encode() + b'.'):
             self._publish_event(data)

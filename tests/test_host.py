@@ -128,6 +128,19 @@ def test_a_host_needs_its_file_and_known_sections(tmp_path):
         PluginHost('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, config=ini, plugins='a b')
 
 
+def test_a_plugin_on_circus_base_is_left_out_not_started_again_and_again(tmp_path, caplog):
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text('[plugin:old]\nuse = sample_plugins.CircusBased\ndump = %s\n\n'
+                   '[plugin:dump]\nuse = sample_plugins.EventDump\ndump = %s\n'
+                   % (tmp_path / 'old.txt', tmp_path / 'events.txt'))
+    with PluginHost('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, config=ini) as host:
+        assert [child.name for child in host.children] == ['dump']
+    messages = [r.getMessage() for r in caplog.records]
+    assert "[plugin:old] left out: a plugin on circus 0.19's base class runs only alone" \
+        in messages
+    assert not [m for m in messages if 'could not start' in m]
+
+
 def test_a_plugin_whose_thread_ends_is_started_again(circusd, tmp_path, caplog):
     import logging
     caplog.set_level(logging.INFO, 'circus_plugins.host')
