@@ -9,7 +9,7 @@ import random
 import re
 import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._log import SayOnce
 
@@ -109,7 +109,7 @@ class StatsdClient(_Metrics):
         self.errors = 0
         #: Datagrams sent.
         self.sent = 0
-        self._address = None
+        self._address: Optional[Tuple[Any, ...]] = None  # as getaddrinfo gives it
         self._next_lookup = 0.0
         self._say_once = SayOnce(logger or logging.getLogger(__name__), by_key=True)
         self._socket: Optional[socket.socket] = None
@@ -134,7 +134,8 @@ class StatsdClient(_Metrics):
 
         A line longer than ``max_size`` goes alone in its own datagram.
         """
-        batch, size = [], 0
+        batch: List[str] = []
+        size = 0
         for line in lines:
             length = len(line) if line.isascii() else len(line.encode('utf-8'))
             if batch and size + 1 + length > self.max_size:
@@ -158,7 +159,7 @@ class StatsdClient(_Metrics):
         except OSError as exc:
             self._failed('sending to %s:%s' % (self.host, self.port), exc)
 
-    def _lookup(self):
+    def _lookup(self) -> Optional[Tuple[Any, ...]]:
         now = time.monotonic()
         if now < self._next_lookup:
             self.errors += 1
@@ -197,8 +198,11 @@ class Pipeline(_Metrics):
     def send(self, bucket: Optional[str] = None, value: Optional[str] = None,
              sample_rate: Optional[float] = None) -> None:
         """With arguments, buffer one metric (as :meth:`StatsdClient.send`); without,
-        send everything buffered and empty the buffer."""
+        send everything buffered and empty the buffer. A bucket without a value is a
+        :exc:`TypeError`."""
         if bucket is not None:
+            if value is None:  # it would go out as 'bucket:None' when sampled
+                raise TypeError('Pipeline.send: bucket %r needs a value' % bucket)
             return super().send(bucket, value, sample_rate)
         lines, self.lines = self.lines, []
         if lines:
@@ -207,5 +211,5 @@ class Pipeline(_Metrics):
     def __enter__(self) -> 'Pipeline':
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.send()

@@ -72,6 +72,14 @@ def test_pipeline_sends_an_oversized_line_alone(client, udp):
     assert [len(d) > 512 for d in udp.datagrams] == [True, False]
 
 
+def test_a_pipeline_refuses_a_bucket_without_a_value(client):
+    pipe = client.pipeline()
+    random.seed(7)  # sampled in, had the bucket gone through: 'pre.hits:None|@0.999'
+    with pytest.raises(TypeError, match='hits'):
+        pipe.send('hits', sample_rate=0.999)
+    assert pipe.lines == []
+
+
 def test_sampling_really_samples(udp):
     client = StatsdClient('127.0.0.1', udp.port, sample_rate=0.1)
     random.seed(7)
