@@ -12,7 +12,7 @@ import logging.handlers
 import signal
 import sys
 import traceback
-from typing import List, Optional
+from typing import List, Optional, Tuple, Union
 from urllib.parse import urlparse
 
 from ._version import __version__
@@ -61,13 +61,18 @@ def configure_logging(level: str, output: str) -> None:
     """Send the root logger's records to ``output`` at ``level``, in circus's format."""
     if level.lower() not in _LEVELS:
         raise ConfigError('--log-level: %r is not one of %s' % (level, ', '.join(_LEVELS)))
+    handler: logging.Handler
     if output == '-':
         handler = logging.StreamHandler(sys.stderr)
     elif output == 'stdout':
         handler = logging.StreamHandler(sys.stdout)
     elif output.startswith('syslog://'):
         url = urlparse(output)
-        address = (url.hostname, url.port or 514) if url.netloc else url.path
+        address: Union[str, Tuple[str, int]] = url.path
+        if url.netloc:
+            if not url.hostname:  # the handler would fail at every record
+                raise ConfigError('--log-output: %r names no syslog host' % output)
+            address = (url.hostname, url.port or 514)
         facility = url.query or 'user'
         if facility not in logging.handlers.SysLogHandler.facility_names:
             raise ConfigError('--log-output: unknown syslog facility %r' % facility)

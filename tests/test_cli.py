@@ -1,5 +1,6 @@
 """The circus-plugin command, run as a real process."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -7,6 +8,8 @@ import sys
 
 import pytest
 
+from circus_plugins import ConfigError
+from circus_plugins.cli import configure_logging
 from circus_plugins.testing import EventRecorder, PluginProcess, wait_connected, wait_for
 from conftest import PLUGIN_ENV
 
@@ -107,6 +110,12 @@ def test_bad_input_is_one_line_and_status_2(args, culprit):
     errors = [line for line in result.stderr.splitlines() if 'error' in line]
     assert len(errors) == 1 and culprit in errors[0], result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def test_a_syslog_output_without_a_host_is_refused(monkeypatch):
+    monkeypatch.setattr(logging.getLogger(), 'handlers', [])  # put back afterwards
+    with pytest.raises(ConfigError, match="'syslog://:514' names no syslog host"):
+        configure_logging('info', 'syslog://:514')
 
 
 def test_debug_shows_the_traceback():
