@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, cast
 
 import zmq
 from tornado.ioloop import IOLoop
@@ -48,7 +48,7 @@ def is_busy(reply: Dict[str, Any]) -> bool:
             and 'already running' in str(reply.get('reason', '')))
 
 
-def _retry_delays():
+def _retry_delays() -> Iterator[float]:
     # circusd is busy in bursts (a crashing watcher keeps it managing watchers nearly
     # all the time): short waits find the gaps; a refusal costs circusd little.
     delay = 0.02
@@ -66,14 +66,16 @@ def new_id() -> str:
     return '%s-%d' % (_id_prefix, next(_ids))
 
 
-def retry_busy(attempt, busy_retry: float) -> Dict[str, Any]:
+def retry_busy(attempt: Callable[[], Dict[str, Any]], busy_retry: float) -> Dict[str, Any]:
     """Run ``attempt()`` until circusd is not busy or ``busy_retry`` seconds have passed,
     sleeping between tries: for blocking callers."""
     reply = attempt()
     if not busy_retry:
         return reply
     deadline = time.monotonic() + busy_retry
-    for delay in _retry_delays():
+    delays = _retry_delays()
+    while True:  # the delays never end: a plain for loop would seem to fall through
+        delay = next(delays)
         if not is_busy(reply) or time.monotonic() + delay > deadline:
             return reply
         time.sleep(delay)
@@ -110,7 +112,8 @@ def _wait_reply(socket: zmq.Socket, msg_id: str, command: str, deadline: float,
             # A receive timeout rather than poll-then-receive: one call fewer per reply.
             # Setting it costs too, so only when it changes by a millisecond or more.
             wait_ms = max(1, int(remaining * 1000))
-            if abs(socket.getsockopt(zmq.RCVTIMEO) - wait_ms) > 1:
+            # RCVTIMEO is an int option (pyzmq's hint also covers bytes options).
+            if abs(cast(int, socket.getsockopt(zmq.RCVTIMEO)) - wait_ms) > 1:
                 socket.setsockopt(zmq.RCVTIMEO, wait_ms)
             frame = socket.recv()
         except zmq.Again:
@@ -182,11 +185,12 @@ class _Request:
 
     __slots__ = ('command', 'payload', 'future', 'expiry', 'sent')
 
-    def __init__(self, command: str, payload: bytes, future) -> None:
+    def __init__(self, command: str, payload: bytes,
+                 future: Optional[asyncio.Future]) -> None:
         self.command = command
         self.payload = payload
         self.future = future  # None for a cast
-        self.expiry = None
+        self.expiry: Optional[object] = None  # the loop's handle of the deadline
         self.sent = False
 
 
@@ -209,7 +213,7 @@ class Client:
         self._submit(msg_id, _Request(command, _encode(msg_id, command, props, True), None),
                      timeout)
 
-    def start_request(self, command: str, props: Dict[str, Any], future,
+    def start_request(self, command: str, props: Dict[str, Any], future: asyncio.Future,
                       timeout: float) -> None:
         """Send ``command``; resolve ``future`` with the reply, or :class:`CallError`
         after ``timeout`` seconds."""
@@ -222,7 +226,9 @@ class Client:
         """Send ``command`` and return circusd's reply, retrying busy refusals for
         ``busy_retry`` seconds."""
         deadline = time.monotonic() + busy_retry
-        for delay in _retry_delays():
+        delays = _retry_delays()
+        while True:  # the delays never end: a plain for loop would seem to fall through
+            delay = next(delays)
             future = asyncio.get_running_loop().create_future()
             self.start_request(command, props, future, timeout)
             reply = await future
@@ -293,7 +299,7 @@ class Client:
             self.loop.remove_timeout(request.expiry)
         # Sending processes the socket's pending commands and can swallow the fd's signal
         # for replies that are already queued.
-        if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # an int option
             self.loop.add_callback(self._drain)
 
     def _on_ready(self, fd, events) -> None:
@@ -311,9 +317,10 @@ class Client:
                 self._resolve(reply)
 
     def _resolve(self, reply: Dict[str, Any]) -> None:
-        request = self._pending.get(reply.get('id'))
+        msg_id = reply.get('id')
+        request = self._pending.get(msg_id) if isinstance(msg_id, str) else None
         if request is None or request.future is None:
-            self.log.debug('dropped a late reply %r', reply.get('id'))
+            self.log.debug('dropped a late reply %r', msg_id)
             return
         del self._pending[reply['id']]
         self.loop.remove_timeout(request.expiry)

@@ -10,7 +10,8 @@ it is logged and the next run comes as usual::
         async def look_after(self):
             print(await self.call_async('list'))
 """
-from typing import Optional
+import inspect
+from typing import Any, Awaitable, Optional, Tuple
 
 from tornado.ioloop import PeriodicCallback
 
@@ -28,7 +29,8 @@ class PeriodicPlugin(CircusPlugin):
     #: Whether the first run happens at start rather than ``loop_rate`` seconds later.
     look_at_start = False
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.loop_rate = self.option('loop_rate', self.default_loop_rate, float,
                                      minimum=0.01, maximum=MAX_SECONDS)
@@ -47,7 +49,7 @@ class PeriodicPlugin(CircusPlugin):
             self.loop.add_callback(self._period.stop)
         super().handle_stop()
 
-    def handle_recv(self, data) -> None:
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         pass
 
     async def look_now(self) -> None:
@@ -57,13 +59,13 @@ class PeriodicPlugin(CircusPlugin):
         self._looking = True
         try:
             result = self.look_after()
-            if hasattr(result, '__await__'):
+            if inspect.isawaitable(result):
                 await result
         except Exception:
             self.log.exception('look_after failed')
         finally:
             self._looking = False
 
-    def look_after(self):
+    def look_after(self) -> Optional[Awaitable[Any]]:
         """Do the periodic work; to be implemented, plain or ``async``."""
         raise NotImplementedError()

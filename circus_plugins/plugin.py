@@ -26,10 +26,11 @@ import threading
 import time
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import TimeoutError as ThreadTimeout
-from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Tuple, Type, Union, cast
 
 import zmq
 from tornado.ioloop import IOLoop
+from tornado.platform.asyncio import BaseAsyncIOLoop
 
 from ._client import Client, ThreadCaller, new_dealer
 from . import _bus
@@ -51,6 +52,12 @@ _MAKING_LOOP = threading.Lock()
 
 #: Seconds given at stop to the tasks still pending, then again once they are cancelled.
 _TASKS_AT_STOP = 0.5
+
+
+def _asyncio_loop(loop: IOLoop) -> asyncio.AbstractEventLoop:
+    """The asyncio loop under ``loop``."""
+    # Since tornado 6 every IOLoop is a BaseAsyncIOLoop; IOLoop's hints do not say so.
+    return cast(BaseAsyncIOLoop, loop).asyncio_loop
 
 
 def _is_closed(loop: IOLoop) -> bool:
@@ -91,12 +98,12 @@ class _PluginMeta(type):
     instead, and whatever still does not fit becomes a :class:`ConfigError`.
     """
 
-    def __call__(cls, *args, **kwargs):
+    def __call__(cls: Type[Any], *args: Any, **kwargs: Any) -> Any:
         signature = inspect.signature(cls.__init__)
         try:
             signature.bind(None, *args, **kwargs)
         except TypeError as exc:
-            problem = exc
+            problem: Optional[TypeError] = exc
             if len(args) <= len(_BASE_ARGS):
                 moved = dict(zip(_BASE_ARGS, args))
                 if not moved.keys() & kwargs.keys():
@@ -133,7 +140,7 @@ class CircusPlugin(metaclass=_PluginMeta):
     # Made by the first read of `loop` (see there); a class default, so that a subclass
     # may even touch the loop before calling this class's constructor.
     __loop: Optional[IOLoop] = None
-    __tasks_before_stop: Set[asyncio.Task] = frozenset()  # type: ignore[assignment]
+    __tasks_before_stop: AbstractSet[asyncio.Task] = frozenset()
 
     #: Seconds: at stop, events already on their way are still handled, until none has
     #: come for this long (and for at most half of ``call_timeout`` in all); 0, the
@@ -268,7 +275,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         # A signal during start_background() is only noted: raised there, it could leave
         # between the start of the plugin thread and start_background() noting it, and
         # stop() would not know the thread. The wait afterwards is ended by raising.
-        got = []  # the first signal
+        got: List[int] = []  # the first signal
         waiting = [False]
 
         def interrupt(signum, frame):
@@ -376,7 +383,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         # A loop read before a start that will now never come: free its descriptors,
         # unless code is running it right now (run_sync of a coroutine that stops us).
         loop = self.__loop
-        if loop is not None and not _is_closed(loop) and not loop.asyncio_loop.is_running():
+        if loop is not None and not _is_closed(loop) and not _asyncio_loop(loop).is_running():
             loop.close(all_fds=False)
 
     def __started_fine(self) -> bool:
@@ -418,7 +425,7 @@ class CircusPlugin(metaclass=_PluginMeta):
     def __note_tasks_before_stop(self) -> None:
         # On the loop: what runs now is the plugin's ordinary work, which the stop ends;
         # tasks begun from here on (in handle_stop) are its closing work.
-        self.__tasks_before_stop = asyncio.all_tasks(self.loop.asyncio_loop)
+        self.__tasks_before_stop = asyncio.all_tasks(_asyncio_loop(self.loop))
 
     def __drain_before_stop(self) -> None:
         """Handle the events that reach the SUB socket within :attr:`drain_on_stop`
@@ -427,17 +434,17 @@ class CircusPlugin(metaclass=_PluginMeta):
         if sub is None or quiet <= 0:
             return
         deadline = time.monotonic() + self.call_timeout / 2
-        while time.monotonic() < deadline and sub.poll(quiet * 1000):
+        while time.monotonic() < deadline and sub.poll(int(quiet * 1000)):
             self.__drain_events(again=False)
 
     def __enter__(self) -> 'CircusPlugin':
         return self.start_background()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
     def __run(self) -> None:
-        asyncio.set_event_loop(self.loop.asyncio_loop)
+        asyncio.set_event_loop(_asyncio_loop(self.loop))
         try:
             self.__open()
             self.handle_init()
@@ -467,7 +474,7 @@ class CircusPlugin(metaclass=_PluginMeta):
         resumed, they would take their own stop for a failure. Those begun by
         :meth:`handle_stop` (closing a client) get :data:`_TASKS_AT_STOP` seconds to end,
         then are cancelled too."""
-        loop = self.loop.asyncio_loop
+        loop = _asyncio_loop(self.loop)
 
         def wait(tasks):  # a task may refuse to end: never wait for ever
             if not tasks:
@@ -511,8 +518,9 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.loop.add_callback(self.__drain_events)
 
     def __socket(self, kind: int) -> zmq.Socket:
-        socket = new_dealer(self.__context) if kind == zmq.DEALER else \
-            self.__context.socket(kind)
+        context = self.__context
+        assert context is not None, 'made by __open before any socket'
+        socket = new_dealer(context) if kind == zmq.DEALER else context.socket(kind)
         socket.linger = 0
         self.__sockets.append(socket)
         return socket
@@ -523,7 +531,10 @@ class CircusPlugin(metaclass=_PluginMeta):
                 socket.connect(endpoint)
             else:
                 from zmq import ssh
-                ssh.tunnel_connection(socket, endpoint, self.ssh_server)
+                # pyzmq hints the socket as a standard library socket.socket; it is
+                # a zmq socket that tunnel_connection connects.
+                ssh.tunnel_connection(socket, endpoint,  # type: ignore[call-overload]
+                                      self.ssh_server)
         except zmq.ZMQError as exc:
             raise ConfigError('plugin %s: %s %r: %s' % (self.name, what, endpoint, exc)) \
                 from None
