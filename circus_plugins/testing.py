@@ -16,7 +16,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import inspect
-import itertools
 import json
 import logging
 import os
@@ -30,12 +29,15 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple,
+                    TypeVar, Union)
 
 import zmq
+from tornado.ioloop import IOLoop
 
 from ._client import is_busy
 from .config import encode_config
+from .plugin import CircusPlugin, _asyncio_loop
 
 __all__ = ['Circusd', 'EventPublisher', 'EventRecorder', 'PluginProcess', 'ScriptedCircusd',
            'UdpReceiver', 'free_port', 'run_on_loop', 'wait_connected', 'wait_for']
@@ -178,7 +180,8 @@ class Circusd:
         a virtualenv's ``bin/python`` to test what is installed there.
     """
 
-    def __init__(self, workdir, watchers: Optional[Dict[str, Dict[str, Any]]] = None,
+    def __init__(self, workdir: Union[str, 'os.PathLike[str]'],
+                 watchers: Optional[Dict[str, Dict[str, Any]]] = None,
                  plugins: Optional[Dict[str, Dict[str, Any]]] = None,
                  circus: Optional[Dict[str, Any]] = None,
                  env: Optional[Dict[str, str]] = None,
@@ -229,6 +232,7 @@ class Circusd:
         return self
 
     def _answers(self) -> bool:
+        assert self.process is not None, 'start() has started it'
         if self.process.poll() is not None:
             raise RuntimeError('circusd exited with %s:\n%s'
                                % (self.process.returncode, self.log()))
@@ -274,14 +278,14 @@ class Circusd:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._socket.poll(remaining * 1000):
+            if remaining <= 0 or not self._socket.poll(int(remaining * 1000)):
                 # A late reply would confuse the next call: start over with a new socket.
                 self._socket.close()
                 self._socket = None
                 raise TimeoutError('circusd did not answer %r within %s s'
                                    % (command, timeout))
             reply = self._socket.recv_json()
-            if reply.get('id') == msg_id:
+            if isinstance(reply, dict) and reply.get('id') == msg_id:
                 return reply
 
     def pids(self, watcher: str) -> List[int]:
@@ -336,7 +340,7 @@ class Circusd:
     def __enter__(self) -> 'Circusd':
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
 
@@ -365,8 +369,8 @@ class PluginProcess:
                  endpoint: Optional[str] = None, pubsub: Optional[str] = None,
                  log_path: Optional[str] = None,
                  env: Optional[Dict[str, str]] = None) -> None:
-        endpoint = endpoint or (circusd and circusd.endpoint)
-        pubsub = pubsub or (circusd and circusd.pubsub_endpoint)
+        endpoint = endpoint or (circusd.endpoint if circusd else None)
+        pubsub = pubsub or (circusd.pubsub_endpoint if circusd else None)
         if not (endpoint and pubsub):
             raise ValueError('PluginProcess needs a circusd or both endpoints')
         if log_path is None:
@@ -386,7 +390,9 @@ class PluginProcess:
 
     @staticmethod
     def _new_log(workdir: str) -> str:
-        for n in itertools.count(1):
+        n = 0
+        while True:  # until a name is free
+            n += 1
             path = os.path.join(workdir, 'plugin-%d.log' % n)
             try:
                 open(path, 'x').close()  # taken now, not by the next PluginProcess
@@ -402,9 +408,14 @@ class PluginProcess:
                 env=dict(os.environ, **self._env))
         return self
 
+    def _started(self) -> subprocess.Popen:
+        if self.process is None:
+            raise RuntimeError('PluginProcess: start() was not called')
+        return self.process
+
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self._started().pid
 
     def log(self) -> str:
         """The plugin's log so far."""
@@ -414,22 +425,23 @@ class PluginProcess:
         """Send SIGTERM and return the exit status; kill the process if it has not exited
         within ``timeout`` seconds (the status then says so). Later calls return it again."""
         if self.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
+            process = self._started()
+            process.send_signal(signal.SIGTERM)
             try:
-                self.returncode = self.process.wait(timeout)
+                self.returncode = process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.returncode = self.process.wait()
+                process.kill()
+                self.returncode = process.wait()
         return self.returncode
 
     def __enter__(self) -> 'PluginProcess':
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
 
-def run_on_loop(loop, function: Callable[[], Any], timeout: float = 5.0) -> Any:
+def run_on_loop(loop: IOLoop, function: Callable[[], Any], timeout: float = 5.0) -> Any:
     """Run ``function()`` on the tornado IOLoop ``loop`` (a plugin's :attr:`loop`),
     after what is queued there, from any other thread; await what it returns if that is
     awaitable (``lambda: plugin.call_async('list')``). Return the result, or raise its
@@ -459,6 +471,17 @@ def run_on_loop(loop, function: Callable[[], Any], timeout: float = 5.0) -> Any:
             done.set_result(value)
     loop.add_callback(run)
     return done.result(timeout)
+
+
+class _CallHandler(logging.Handler):
+    """Hands each record to ``take``."""
+
+    def __init__(self, take: Callable[[logging.LogRecord], None], level: int) -> None:
+        super().__init__(level)
+        self.take = take
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.take(record)
 
 
 class ScriptedCircusd:
@@ -493,7 +516,7 @@ class ScriptedCircusd:
     ``add_callback``). Use it from one thread.
     """
 
-    def __init__(self, plugin, replies: Optional[Mapping[str, Any]] = None,
+    def __init__(self, plugin: CircusPlugin, replies: Optional[Mapping[str, Any]] = None,
                  ignore: Sequence[str] = ()) -> None:
         self.plugin = plugin
         self.replies = dict(replies or {})
@@ -503,9 +526,9 @@ class ScriptedCircusd:
         #: Exceptions, exception-handler contexts and tornado's log records that
         #: escaped the plugin.
         self.escaped: List[Any] = []
-        self._tornado = logging.Handler(logging.ERROR)
-        self._tornado.emit = self._tornado_error
-        plugin.call_async = self._answer
+        self._tornado = _CallHandler(self._tornado_error, logging.ERROR)
+        # The point: the plugin's calls are answered here, not by a circusd.
+        plugin.call_async = self._answer  # type: ignore[method-assign]
 
     async def _answer(self, command: str, *, busy_retry: float = 0.0,
                       **props: Any) -> Dict[str, Any]:
@@ -530,7 +553,7 @@ class ScriptedCircusd:
         except BaseException:
             self.stop()
             raise
-        self.on_loop(lambda: self.plugin.loop.asyncio_loop.set_exception_handler(
+        self.on_loop(lambda: _asyncio_loop(self.plugin.loop).set_exception_handler(
             lambda loop, context: self.escaped.append(context)))
         return self
 
@@ -545,7 +568,7 @@ class ScriptedCircusd:
     def __enter__(self) -> 'ScriptedCircusd':
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
     def on_loop(self, function: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -575,7 +598,7 @@ class ScriptedCircusd:
         """Wait until the plugin's loop has run what was queued and every task it
         started has finished: after this, whatever the plugin was going to do about what
         it was given, it has done."""
-        loop = self.plugin.loop.asyncio_loop
+        loop = _asyncio_loop(self.plugin.loop)
 
         def idle():
             return not [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -604,6 +627,9 @@ class ScriptedCircusd:
         return self.commands.empty()
 
 
+_Own = TypeVar('_Own', bound='_OwnSocket')
+
+
 class _OwnSocket:
     """A ZeroMQ socket with a context of its own, both closed by :meth:`close`; a context
     manager."""
@@ -617,10 +643,10 @@ class _OwnSocket:
         self.socket.close()
         self._context.term()
 
-    def __enter__(self):
+    def __enter__(self: _Own) -> _Own:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
 
@@ -670,7 +696,7 @@ class EventRecorder(_OwnSocket):
     def poll(self, timeout: float = 0.05) -> List[tuple]:
         """Receive what has arrived, waiting at most ``timeout`` seconds for the first."""
         new = []
-        if self.socket.poll(timeout * 1000):
+        if self.socket.poll(int(timeout * 1000)):
             while True:
                 try:
                     topic, message = self.socket.recv_multipart(zmq.NOBLOCK)
@@ -764,5 +790,5 @@ class UdpReceiver:
     def __enter__(self) -> 'UdpReceiver':
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.close()

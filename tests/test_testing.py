@@ -95,3 +95,12 @@ def test_a_free_port_is_not_given_to_another_run_while_this_one_lasts():
                            timeout=30)
     assert other.returncode == 0, other.stderr
     assert int(other.stdout) != port
+
+
+def test_a_plugin_process_never_started_says_so(tmp_path):
+    from circus_plugins.testing import PluginProcess
+    plugin = PluginProcess('sample_plugins.Logger', endpoint=NOWHERE[0], pubsub=NOWHERE[1],
+                           log_path=str(tmp_path / 'plugin.log'))
+    for use in (plugin.stop, lambda: plugin.pid):
+        with pytest.raises(RuntimeError, match=r'start\(\) was not called'):
+            use()
