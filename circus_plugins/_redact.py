@@ -26,7 +26,7 @@ messages that are not logged).
 import logging
 import re
 import threading
-from typing import Iterable, Set, Tuple
+from typing import Iterable, Set, Tuple, Union
 from urllib.parse import unquote
 
 #: What replaces a secret.
@@ -142,7 +142,7 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return _mask_known(text)
 
 
-def redact_error(error, url: str) -> str:
+def redact_error(error: Union[BaseException, str], url: str) -> str:
     """The message of ``error`` (an exception or a string) about ``url``, safe to show.
 
     Besides :func:`redact_text` with the secrets of ``url``, every quoted part of the

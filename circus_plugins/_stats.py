@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40, 'P': 1 << 50}
 
 
-def human_to_bytes(text: str) -> int:
+def human_to_bytes(text: object) -> int:
     """``'1.52M'`` -> bytes, as circusd writes memory sizes (``ValueError`` if it is
     not a size, ``OverflowError`` if it has more digits than a float)."""
     match = re.fullmatch(r'\s*([0-9.]+)\s*([KMGTP]?)B?\s*', str(text), re.IGNORECASE)

@@ -176,13 +176,14 @@ class CommandReloader(PeriodicPlugin):
     default_loop_rate = 1.0
     look_at_start = True  # the first look records what runs now
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         #: The watchers seen at the last look, by name.
         self.watches: Dict[str, _Watch] = {}
         self._problems = SayOnce(self.log)  # by watcher: each logged once, until it is gone
 
-    def handle_recv(self, data):
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, fields=('start', 'reload'))
         if event is None:
             return

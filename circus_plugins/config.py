@@ -102,8 +102,8 @@ def to_signum(value: Any, option: str = 'signal') -> int:
         number = int(text)
     else:
         match = re.fullmatch(r'(?:SIG)?([A-Z0-9]+)(?:\+([0-9]{1,4}))?', text.upper())
-        base = match and signal.Signals.__members__.get('SIG' + match.group(1))
-        if base is None:
+        base = signal.Signals.__members__.get('SIG' + match.group(1)) if match else None
+        if match is None or base is None:
             raise ConfigError('option %r: %r is not a signal' % (option, value)) from None
         number = int(base) + int(match.group(2) or 0)
     if number not in {int(s) for s in signal.valid_signals()}:

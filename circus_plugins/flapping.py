@@ -14,7 +14,7 @@ when it has stopped one for good (``attempts``, ``max_retry``).
 import collections
 import time
 from functools import partial
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Deque, Dict, Optional, Tuple
 
 from .config import MAX_COUNT, MAX_SECONDS, to_bool, to_number
 from .errors import ConfigError
@@ -28,7 +28,7 @@ _EXPECT_FOR = BUSY_RETRY + 10.0
 
 #: ``{option: (default, converter)}``: the converter reads the plugin's option (through
 #: :meth:`~circus_plugins.CircusPlugin.option`) and a watcher's ``flapping.<option>`` alike.
-_OPTIONS = {
+_OPTIONS: Dict[str, Tuple[Any, Callable[..., Any]]] = {
     'attempts': (2, partial(to_number, minimum=1, maximum=MAX_COUNT, integer=True)),
     'window': (1.0, partial(to_number, minimum=0, maximum=MAX_SECONDS)),
     'retry_in': (7.0, partial(to_number, minimum=0, maximum=MAX_SECONDS)),
@@ -42,11 +42,11 @@ class _Watch:
     """What the plugin knows of one watcher."""
 
     def __init__(self) -> None:
-        self.deaths = collections.deque()  # times of reaps, as circusd stamped them
+        self.deaths: Deque[float] = collections.deque()  # reap times, as circusd stamped them
         self.tries = 0
         self.restarted = 0.0               # time of our last start
         self.options: Optional[Dict[str, Any]] = None
-        self.retry = None                  # timeout handle of the pending restart
+        self.retry: Optional[object] = None  # timeout handle of the pending restart
         self.acting = False                # a stop or start of ours is under way
         # action -> until when the event of our own stop or start is awaited
         self.expected: Dict[str, float] = {}
@@ -61,7 +61,8 @@ class Flapping(CircusPlugin):
 
     name = 'flapping'
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.defaults = {key: self.option(key, default, convert)
                          for key, (default, convert) in _OPTIONS.items()}
@@ -70,7 +71,7 @@ class Flapping(CircusPlugin):
         #: Why each process died: the reaps of processes circusd ended are no flapping.
         self.exits = Exits()
 
-    def handle_recv(self, data):
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, fields=('kill', 'reap', 'spawn'))
         if event is None:
             return

@@ -20,7 +20,7 @@ Example::
     loop_rate = 10
     restart_on_error = web
 """
-from typing import Any
+from typing import Any, Optional
 
 from .config import MAX_SECONDS, redact_error, redact_url, to_name, to_url
 from .statsd import BaseObserver
@@ -42,7 +42,8 @@ class HttpObserver(BaseObserver):
     name = 'http_observer'
     default_app_name = 'http_observer'
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.check_url = self.option('check_url', 'http://localhost/', to_url)
         self.timeout = self.option('timeout', 10.0, float, minimum=0.001,
@@ -53,7 +54,7 @@ class HttpObserver(BaseObserver):
         #: tornado's AsyncHTTPClient while the plugin runs.
         self.http_client: Any = None
 
-    def handle_init(self):
+    def handle_init(self) -> None:
         # Imported at start, not with the module: tornado's HTTP client (with the
         # http.client and email modules it brings) weighs about 1 MiB, which a process
         # that never starts this plugin (a host leaving out a bad section) need not carry.
@@ -62,7 +63,7 @@ class HttpObserver(BaseObserver):
         self.http_client = AsyncHTTPClient(force_instance=True)
         super().handle_init()
 
-    def handle_stop(self):
+    def handle_stop(self) -> None:
         super().handle_stop()
         self.loop.add_callback(self._close_client)
 

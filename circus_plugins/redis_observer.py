@@ -24,12 +24,13 @@ import asyncio
 import concurrent.futures
 import logging
 import re
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from ._log import SayOnce
 from .config import MAX_SECONDS, redact_error, redact_url, to_name, to_url
 from .errors import PluginLoadError
+from .plugin import _asyncio_loop
 from .statsd import BaseObserver
 
 #: The INFO fields sent as gauges: circus 0.19's list.
@@ -70,7 +71,8 @@ class RedisObserver(BaseObserver):
     default_app_name = 'redis_observer'
     OBSERVE = OBSERVE
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self._redis = _import_redis(self.name)
         self.redis_url = self.option('redis_url', 'redis://localhost:6379/0', to_url,
@@ -98,7 +100,7 @@ class RedisObserver(BaseObserver):
         except (ValueError, TypeError) as exc:
             raise ValueError('is not a Redis URL: %s' % exc) from None
 
-    def handle_init(self):
+    def handle_init(self) -> None:
         # On the plugin thread, whose current loop is self.loop: the client belongs to it.
         # One immediate retry on a fresh connection: a pooled connection may have died
         # with a Redis restart. So a check takes at most about twice the timeout.
@@ -108,14 +110,14 @@ class RedisObserver(BaseObserver):
             retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 1))
         super().handle_init()
 
-    def handle_stop(self):
+    def handle_stop(self) -> None:
         super().handle_stop()
         client, self.redis = self.redis, None
         if client is None:
             return
         close = getattr(client, 'aclose', None) or client.close  # redis-py < 5: close()
         try:  # on the loop, which still runs; waited for, so no connection outlives us
-            closing = asyncio.run_coroutine_threadsafe(close(), self.loop.asyncio_loop)
+            closing = asyncio.run_coroutine_threadsafe(close(), _asyncio_loop(self.loop))
             if not self.in_plugin_thread():  # (the plugin thread cannot wait for itself)
                 closing.result(self.timeout)
         except (concurrent.futures.TimeoutError, RuntimeError, OSError,

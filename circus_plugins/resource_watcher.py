@@ -33,7 +33,8 @@ Example::
 import logging
 import operator
 import re
-from typing import Any, Container, Dict, Iterable, NamedTuple, Optional, Set, Tuple, Union
+from typing import (Any, Container, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple,
+                    Union)
 
 from ._log import SayOnce
 from ._stats import Process, human_to_bytes, processes
@@ -110,7 +111,8 @@ class ResourceWatcher(BaseObserver):
 
     name = 'resource_watcher'
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         service = self.option('service', '', to_name)
         if service:
@@ -182,22 +184,24 @@ class ResourceWatcher(BaseObserver):
         for key in [k for k in self.counts if k != _WATCHER and k not in present]:
             del self.counts[key]
 
-    def _breaches(self, judged: Iterable[Process], cpu_of: Container[int]) -> Dict[str, str]:
+    def _breaches(self, judged: Iterable[Process],
+                  cpu_of: Container[int]) -> Dict[str, Tuple[str, float, Limit, str]]:
         """The limits the processes ``judged`` together break, the CPU of the pids in
         ``cpu_of`` only counting: ``{kind: (option, figure, limit, what was seen)}``."""
         judged = list(judged)
         cpus = [p.cpu for p in judged if p.pid in cpu_of and p.cpu is not None]
         mems = [p.mem for p in judged if p.mem is not None]
         health = [(max(cpus) + max(mems)) / 2] if cpus and mems else []
-        figures = {('cpu', True): cpus, ('health', True): health, ('memory', True): mems,
-                   ('memory', False): [p.rss for p in judged if p.rss is not None]}
+        figures: Dict[Tuple[str, bool], List[float]] = {
+            ('cpu', True): cpus, ('health', True): health, ('memory', True): mems,
+            ('memory', False): [p.rss for p in judged if p.rss is not None]}
         breaches = {}
         for kind, option, what, broken, said in _RULES:
             limit = getattr(self, option)
             values = [] if limit is None else figures[what, limit.percent]
             if not values:
                 continue
-            value = (max if broken is operator.gt else min)(values)
+            value = max(values) if broken is operator.gt else min(values)
             if broken(value, limit.value):
                 breaches[kind] = (option, value, limit, '%s %s %s %s %s' % (
                     what, limit.describe(value), said, option, limit.describe(limit.value)))

@@ -16,7 +16,7 @@ Example ``circus.ini`` section::
     port = 8125
     application_name = web
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ._stats import processes
 from .events import read_event
@@ -37,7 +37,7 @@ class StatsdEmitter(StatsdPlugin):
 
     name = 'statsd'
 
-    def handle_recv(self, data):
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         # Every event counts, whatever its body: only the topic is read (and checked).
         event = read_event(self.log, data, fields=False)
         if event is not None:
@@ -75,16 +75,16 @@ class FullStats(BaseObserver):
 
     name = 'full_stats'
 
-    def __init__(self, *args, **config):
+    def __init__(self, *args: Any, **config: Any) -> None:
         super().__init__(*args, **config)
         self._spawns: Dict[str, int] = {}
 
-    def handle_recv(self, data):
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, fields=False)
         if event is not None and event.action == 'spawn':
             self._spawns[event.watcher] = self._spawns.get(event.watcher, 0) + 1
 
-    async def look_after(self):
+    async def look_after(self) -> None:
         reply = await self.ask('stats')
         if reply.get('status') != 'ok':
             self.log.warning('stats failed: %s', reply.get('reason'))
@@ -101,10 +101,10 @@ class FullStats(BaseObserver):
         if spawn_count is not None:
             metrics.gauge('_stats.%s.spawn_count' % watcher, spawn_count)
         metrics.gauge('_stats.%s.watchers_num' % watcher, len(found))
-        for name, figures in (('cpu', [p.cpu for p in found]),
-                              ('mem_pct', [p.mem for p in found]),
-                              ('mem', [p.rss for p in found])):
-            figures = [figure for figure in figures if figure is not None]
+        for name, column in (('cpu', [p.cpu for p in found]),
+                             ('mem_pct', [p.mem for p in found]),
+                             ('mem', [p.rss for p in found])):
+            figures = [figure for figure in column if figure is not None]
             if figures:
                 metrics.gauge('_stats.%s.%s_max' % (watcher, name), max(figures))
                 metrics.gauge('_stats.%s.%s_sum' % (watcher, name), sum(figures))

@@ -34,7 +34,8 @@ class StatsdPlugin(CircusPlugin):
     #: ``application_name`` when the option is absent.
     default_app_name = 'app'
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.app = self.option('application_name', self.default_app_name, to_bucket)
         self.prefix = self.option('prefix', 'circus.%s.watcher' % self.app, to_bucket,

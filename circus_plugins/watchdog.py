@@ -85,7 +85,8 @@ class WatchDog(PeriodicPlugin):
     default_loop_rate = 60.0
     look_at_start = True  # the first look finds the processes that are there already
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.ip = self.option('ip', '127.0.0.1', _to_address)
         self.port = self.option('port', 1664, int, minimum=1, maximum=65535)
@@ -111,7 +112,7 @@ class WatchDog(PeriodicPlugin):
 
     # -- life ------------------------------------------------------------------------------
 
-    def handle_init(self):
+    def handle_init(self) -> None:
         self.sock = self._bind()
         self.loop.add_handler(self.sock.fileno(), self._on_readable, IOLoop.READ)
         self.log.info('listening for heartbeats on UDP %s:%d; a process silent for %g s is '
@@ -135,7 +136,7 @@ class WatchDog(PeriodicPlugin):
                               % (self.name, self.ip, self.port, exc)) from None
         return sock
 
-    def handle_stop(self):
+    def handle_stop(self) -> None:
         # Runs in the stopping thread while the loop still turns: let the loop close
         # what it uses.
         super().handle_stop()
@@ -192,15 +193,15 @@ class WatchDog(PeriodicPlugin):
         self._discovered = True
         self.log.info('watching %d processes', len(self.processes))
 
-    def handle_recv(self, data):
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, fields=('spawn', 'reap', 'kill'))
         if event is None:
             return
         watcher, action = event.watcher, event.action
         if action in ('stop', 'remove'):
-            for pid, process in list(self.processes.items()):
+            for known, process in list(self.processes.items()):
                 if process.watcher == watcher:
-                    self._forget(pid)
+                    self._forget(known)
             return
         if action not in ('spawn', 'reap', 'kill') or not self.watches(watcher):
             return

@@ -97,7 +97,8 @@ class Alerts(CircusPlugin):
 
     name = 'alerts'
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         o = self.option
         self.watchers: Callable[[str], bool] = o('watchers', '*', to_matcher)
@@ -223,7 +224,7 @@ class Alerts(CircusPlugin):
 
     # -- events ----------------------------------------------------------------------------
 
-    def handle_recv(self, data) -> None:
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, plugin_events=True)
         if event is None or not self.watchers(event.watcher):
             return

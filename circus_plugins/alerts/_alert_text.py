@@ -38,10 +38,10 @@ _SAID = {
 }
 
 
-def duration(seconds: Optional[float]) -> str:
+def duration(seconds: Any) -> str:
     """``"0.4 s"``, ``"45 s"``, ``"3 min 20 s"``, ``"2 h 5 min"``, ``"3 d 4 h"``."""
     try:
-        value = float(seconds)  # type: ignore[arg-type]
+        value = float(seconds)
     except (TypeError, ValueError, OverflowError):  # None, not a number, too big
         return 'unknown'
     if not math.isfinite(value):

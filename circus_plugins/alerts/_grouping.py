@@ -194,6 +194,8 @@ class Grouper:
             return ep.sent + self.group_interval, 'news'
         if ep.ending:
             return -math.inf, 'end'
+        # An episode with nothing new has sent its first message: items come with it.
+        assert ep.sent is not None
         repeat = ep.sent + self.repeat_interval
         if ep.healthy is not None:
             recover = max(ep.healthy + self.recovery_after, ep.sent)
@@ -224,10 +226,11 @@ class Grouper:
         if what == 'end':
             del self._episodes[w]
             return None
-        common = dict(watcher=w, at=now, since=ep.since, totals=dict(ep.totals),
-                      muted=self._muted.pop(w, 0))
+        common: Dict[str, Any] = dict(watcher=w, at=now, since=ep.since,
+                                      totals=dict(ep.totals), muted=self._muted.pop(w, 0))
         if what == 'recovery':
             del self._episodes[w]
+            assert ep.healthy is not None  # _next makes only a healthy watcher recover
             return Message(recovery=True, down_for=ep.healthy - ep.since, **common)
         ep.sent = now
         if what == 'repeat':

@@ -120,7 +120,8 @@ class Autoscaler(PeriodicPlugin):
     default_loop_rate = 5.0
     look_at_start = True
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.psutil = import_psutil(self.name, 'autoscale')
         self.defaults = Settings(**{key: self.option(key, default, convert)
@@ -145,7 +146,7 @@ class Autoscaler(PeriodicPlugin):
 
     # -- events ----------------------------------------------------------------------------
 
-    def handle_recv(self, data) -> None:
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, fields=('kill', 'reap', 'spawn'),
                            plugin_events=True)
         if event is None:
@@ -175,8 +176,8 @@ class Autoscaler(PeriodicPlugin):
         if reply.get('status') != 'ok' or not isinstance(statuses, dict):
             self._say('status', logging.ERROR, "cannot read the watchers' states from "
                       'circusd: %s', shorten(reply.get('reason', reply)))
-            for watch in self._watches.values():
-                watch.forget_load()
+            for known in self._watches.values():
+                known.forget_load()
             return
         if self._say.forget('status'):
             self.log.info("reading the watchers' states from circusd again")
@@ -294,7 +295,7 @@ class Autoscaler(PeriodicPlugin):
         reason = self._reason(name, watch, status, now)
         kind = None if reason is None else reason[0]
         if kind != watch.skipped and kind != 'acting':
-            if kind is None:
+            if reason is None:
                 self.log.info('%s: autoscaled again', shorten(name))
             else:
                 self.log.info('%s: left alone: %s', shorten(name), reason[1])
@@ -390,6 +391,7 @@ class Autoscaler(PeriodicPlugin):
                        _processes(len(deltas)), cpu, elapsed)
         if self.clock() - watch.changed_at < watch.settings.cooldown:
             return
+        assert watch.wanted is not None, 'only a watcher whose count is known is measured'
         decision = decide(watch.trend, watch.wanted, watch.settings)
         if decision is not None:
             self._start(name, watch, decision, available)

@@ -130,7 +130,8 @@ class EventLogger(CircusPlugin):
     #: Events already on their way at stop are written too.
     drain_on_stop = 0.2
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         o = self.option
         self.path = o('path', '')
@@ -221,7 +222,7 @@ class EventLogger(CircusPlugin):
 
     # -- events, on the loop -----------------------------------------------------------------
 
-    def handle_recv(self, data) -> None:
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         # Only what must happen in order of arrival happens here; the line is made by
         # the writer's thread.
         event = read_event(self.log, data, plugin_events=True)

@@ -14,6 +14,7 @@ import socket
 import stat
 import sys
 import threading
+from socket import SocketKind, socket as _Socket
 from typing import List, Optional, Tuple, Union
 
 from .._log import SayOnce
@@ -113,10 +114,12 @@ class FileSink:
 
     def _write(self, data: bytes, count: int) -> None:
         """Write ``data``, ``count`` whole lines; those not written whole are counted."""
+        fd = self._fd
+        assert fd is not None, 'write() opened it, or returned on a failure to'
         view, done = memoryview(data), 0
         try:
             while done < len(data):  # a write may take part of it (a disk filling up)
-                done += os.write(self._fd, view[done:])
+                done += os.write(fd, view[done:])
         except OSError as exc:
             # The lines written whole are kept; a line cut short counts as lost.
             self.losses.lost(self.sink_name, exc, count - data.count(b'\n', 0, done))
@@ -164,9 +167,12 @@ class SyslogSink(logging.handlers.SysLogHandler):
     keep writing to the broken one before Python 3.11)."""
 
     sink_name = 'syslog'
+    # Set by the standard handler, whose hints do not say so; None while a TCP
+    # connection that failed is not made again (handleError drops it).
+    socket: Optional[_Socket]
 
     def __init__(self, address: Union[str, Tuple[str, int]], facility: int,
-                 socktype: Optional[int], losses: Losses) -> None:
+                 socktype: Optional[SocketKind], losses: Losses) -> None:
         super().__init__(address, facility, socktype)
         self.losses = losses
         self.ident = 'circus: '
@@ -184,7 +190,7 @@ class SyslogSink(logging.handlers.SysLogHandler):
             self.handle(record)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if (self.socket is None and not self.unixsocket
+        if (self.socket is None and isinstance(self.address, tuple)  # not a unix socket
                 and self.socktype == socket.SOCK_STREAM):
             try:  # the standard handler makes it again only from Python 3.11 on
                 self.socket = socket.create_connection(self.address, SEND_TIMEOUT)

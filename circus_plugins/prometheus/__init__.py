@@ -84,7 +84,8 @@ class PrometheusExporter(PeriodicPlugin):
     default_loop_rate = 5.0
     look_at_start = True
 
-    def __init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server=None, **config):
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
         self.exposition, self._psutil = _import_prometheus(self.name)
         o = self.option
@@ -172,7 +173,7 @@ class PrometheusExporter(PeriodicPlugin):
 
     # -- events ----------------------------------------------------------------------------
 
-    def handle_recv(self, data) -> None:
+    def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, plugin_events=True)
         if event is None:
             return
@@ -182,7 +183,9 @@ class PrometheusExporter(PeriodicPlugin):
             why = self.exits.see(event)
             if event.action == 'spawn':
                 self.snapshot.spawned(event.watcher)
-                self._known.pop((event.watcher, event.pid()), None)  # a pid used again
+                pid = event.pid()
+                if pid is not None:
+                    self._known.pop((event.watcher, pid), None)  # a pid used again
             elif event.action == 'reap' and why is not None:
                 self.snapshot.exited(event.watcher, 'exit' if why == EXIT else why)
         self._render_soon()

@@ -38,7 +38,7 @@ class _Watcher:
         self.cpu: Dict[Tuple[int, float], float] = {}  # (pid, started) -> seconds
         self.rss = 0
         self.processes: List[Tuple[str, float]] = []   # (wid, start time) live
-        self.running: Optional[int] = None  # processes circusd listed, known or not yet
+        self.running: Optional[float] = None  # processes circusd listed, known or not yet
 
     def shown(self) -> Tuple[Any, ...]:
         """What a poll may change of what a page shows."""

@@ -10,7 +10,7 @@ a render. A request restricted with ``name[]`` is rendered for itself, never kep
 """
 import gzip
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 __all__ = ['Pages']
 
@@ -46,7 +46,7 @@ class Pages:
         #: Pages rendered so far (scrapes that found theirs ready are not counted).
         self.renders = 0
 
-    def page(self, accept: str, accept_encoding: str, names: List[str] = ()
+    def page(self, accept: str, accept_encoding: str, names: Sequence[str] = ()
              ) -> Tuple[bytes, str, bool]:
         """``(body, content type, gzipped)`` for a request's ``Accept`` and
         ``Accept-Encoding`` headers and its ``name[]`` arguments."""
