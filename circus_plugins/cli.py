@@ -72,7 +72,11 @@ def configure_logging(level: str, output: str) -> None:
         if url.netloc:
             if not url.hostname:  # the handler would fail at every record
                 raise ConfigError('--log-output: %r names no syslog host' % output)
-            address = (url.hostname, url.port or 514)
+            try:
+                port = url.port or 514
+            except ValueError:  # not a number, or beyond 65535
+                raise ConfigError('--log-output: %r names no syslog port' % output) from None
+            address = (url.hostname, port)
         facility = url.query or 'user'
         if facility not in logging.handlers.SysLogHandler.facility_names:
             raise ConfigError('--log-output: unknown syslog facility %r' % facility)

@@ -118,6 +118,13 @@ def test_a_syslog_output_without_a_host_is_refused(monkeypatch):
         configure_logging('info', 'syslog://:514')
 
 
+@pytest.mark.parametrize('port', ['notaport', '70000', '-1'])
+def test_a_syslog_output_with_a_bad_port_is_refused(monkeypatch, port):
+    monkeypatch.setattr(logging.getLogger(), 'handlers', [])  # put back afterwards
+    with pytest.raises(ConfigError, match="'syslog://host:%s' names no syslog port" % port):
+        configure_logging('info', 'syslog://host:%s' % port)
+
+
 def test_debug_shows_the_traceback():
     result = run_cli('--log-level', 'debug', 'no_such_module.Plugin')
     assert result.returncode == 2 and 'Traceback' in result.stderr
