@@ -35,6 +35,7 @@ from tornado.ioloop import IOLoop
 from .._log import plugin_logger
 from .._redact import redact_text
 from ..errors import CircusPluginError
+from ..plugin import _asyncio_loop
 
 __all__ = ['Outbox', 'SendError']
 
@@ -234,7 +235,13 @@ class Outbox:
             self.dropped_total += left
             self.log.warning('%s: closed with %d message(s) not sent: dropped', self.name,
                              left)
-        if IOLoop.current(instance=False) is self.loop:
+        # Not IOLoop.current(): on Python 3.12 and 3.13, asked in the main thread with no
+        # event loop set, it warns (DeprecationWarning) and makes one there.
+        try:
+            on_loop = asyncio.get_running_loop() is _asyncio_loop(self.loop)
+        except RuntimeError:  # no loop runs in this thread
+            on_loop = False
+        if on_loop:
             self._stop_worker()
         else:
             try:

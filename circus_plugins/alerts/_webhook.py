@@ -172,7 +172,7 @@ def redact_webhook(url: str) -> str:
     """``url`` as logs may show it: ``scheme://host/***`` (the path and query of a
     webhook hold its token)."""
     scheme, sep, rest = str(url).partition('://')
-    host = re.split(r'[/?#]', rest, 1)[0].rpartition('@')[2]
+    host = re.split(r'[/?#]', rest, maxsplit=1)[0].rpartition('@')[2]
     return '%s%s%s/***' % (scheme, sep, host) if sep else '***'
 
 
