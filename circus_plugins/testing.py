@@ -739,10 +739,12 @@ def wait_connected(pid: int, endpoint: str, timeout: float = 5.0) -> None:
     import psutil
     port = int(endpoint.rsplit(':', 1)[1])
     process = psutil.Process(pid)
+    # net_connections() since psutil 6.0; connections() before it (deprecated since).
+    connections = getattr(process, 'net_connections', None) or process.connections
 
     def connected():
         return any(c.raddr and c.raddr.port == port and c.status == 'ESTABLISHED'
-                   for c in process.net_connections('tcp'))
+                   for c in connections('tcp'))
     wait_for(connected, timeout, what='pid %d to connect to %s' % (pid, endpoint))
 
 
