@@ -15,9 +15,10 @@ import traceback
 from typing import List, Optional, Tuple, Union
 from urllib.parse import urlparse
 
-from ._version import __version__
 from ._endpoint import check_endpoint, check_ssh_server
 from ._loader import is_circus_plugin, load_plugin_class
+from ._redact import redact_text
+from ._version import __version__
 from .config import (DEFAULT_CHECK_DELAY, DEFAULT_ENDPOINT, DEFAULT_PUBSUB, decode_config,
                      read_ini_circus, read_ini_plugin, to_number)
 from .errors import CircusPluginError, ConfigError
@@ -192,5 +193,6 @@ def _run_circus_plugin(plugin) -> int:
 def _fail(problem, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    print('circus-plugin: error: %s' % problem, file=sys.stderr)
+    # Whatever the error quotes (an option, a URL) may hold a password.
+    print('circus-plugin: error: %s' % redact_text(str(problem)), file=sys.stderr)
     return 2

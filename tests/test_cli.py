@@ -125,6 +125,13 @@ def test_a_syslog_output_with_a_bad_port_is_refused(monkeypatch, port):
         configure_logging('info', 'syslog://host:%s' % port)
 
 
+def test_a_fatal_error_never_prints_a_password():
+    result = run_cli('--log-output', 'syslog://user:s3cret-pw@127.0.0.1:notaport',
+                     'circus_plugins.flapping.Flapping')
+    assert result.returncode == 2 and 'names no syslog port' in result.stderr
+    assert 's3cret-pw' not in result.stderr + result.stdout, result.stderr
+
+
 def test_debug_shows_the_traceback():
     result = run_cli('--log-level', 'debug', 'no_such_module.Plugin')
     assert result.returncode == 2 and 'Traceback' in result.stderr
