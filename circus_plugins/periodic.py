@@ -18,6 +18,11 @@ from tornado.ioloop import PeriodicCallback
 from .config import MAX_SECONDS
 from .plugin import CircusPlugin
 
+#: Seconds between two full refreshes of what a plugin keeps from circusd's events (the
+#: watchers, their options, their processes): a safety net for events missed while the
+#: SUB socket reconnected, or never published (``reloadconfig`` publishes no ``updated``).
+SAFETY_REFRESH = 60.0
+
 
 class PeriodicPlugin(CircusPlugin):
     """Calls :meth:`look_after` every ``loop_rate`` seconds (option; default

@@ -14,6 +14,7 @@ Nothing here is thread-safe: use each object from one thread.
 """
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import inspect
 import json
@@ -39,8 +40,9 @@ from ._client import is_busy
 from .config import encode_config
 from .plugin import CircusPlugin, _asyncio_loop
 
-__all__ = ['Circusd', 'EventPublisher', 'EventRecorder', 'PluginProcess', 'ScriptedCircusd',
-           'UdpReceiver', 'free_port', 'run_on_loop', 'wait_connected', 'wait_for']
+__all__ = ['Circusd', 'CommandCounter', 'EventPublisher', 'EventRecorder', 'PluginProcess',
+           'ScriptedCircusd', 'UdpReceiver', 'free_port', 'run_on_loop', 'wait_connected',
+           'wait_for']
 
 
 def _ephemeral_ports() -> Tuple[int, int]:
@@ -728,6 +730,102 @@ class EventRecorder(_OwnSocket):
             circusd.call('decr', name=watcher)
             return self.poll(0.1)
         wait_for(arrived, timeout, interval=0, what='events from circusd')
+
+
+class CommandCounter:
+    """A relay between plugins and circusd that counts the commands they send.
+
+    Give a plugin :attr:`endpoint` instead of circusd's: every request is passed on to
+    circusd unchanged and every reply back to its sender, and :attr:`counts` tells how
+    many of each command went through (``{'list': 3, 'stats': 0, ...}``). It runs in a
+    thread of its own from :meth:`start` to :meth:`stop` (or as a context manager)::
+
+        with CommandCounter(circusd.endpoint) as counter:
+            with PluginProcess('mypackage.MyPlugin', circusd,
+                               endpoint=counter.endpoint):
+                ...
+            assert counter.counts['stats'] == 0
+
+    :attr:`counts` and :meth:`total` may be read from any thread.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.endpoint = 'tcp://127.0.0.1:%d' % free_port()
+        self.counts: Dict[str, int] = collections.Counter()
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._ready = threading.Event()
+
+    def start(self) -> 'CommandCounter':
+        self._thread = threading.Thread(target=self._relay, name='command-counter',
+                                        daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def total(self) -> int:
+        """How many commands went through, of every kind."""
+        with self._lock:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> Dict[str, int]:
+        """A copy of :attr:`counts`."""
+        with self._lock:
+            return dict(self.counts)
+
+    def _relay(self) -> None:
+        context = zmq.Context()
+        front = context.socket(zmq.ROUTER)
+        back = context.socket(zmq.DEALER)
+        for sock in (front, back):
+            sock.linger = 0
+        front.bind(self.endpoint)
+        back.connect(self.target)
+        senders: Dict[Any, bytes] = {}  # request id -> the sender's routing id
+        poller = zmq.Poller()
+        poller.register(front, zmq.POLLIN)
+        poller.register(back, zmq.POLLIN)
+        self._ready.set()
+        try:
+            while not self._done.is_set():
+                for sock, _ in poller.poll(50):
+                    if sock is front:
+                        frames = front.recv_multipart()
+                        sender, payload = frames[0], frames[-1]
+                        try:
+                            request = json.loads(payload)
+                            command = str(request.get('command'))
+                            senders[request.get('id')] = sender
+                        except (ValueError, AttributeError, TypeError):
+                            command = '?'
+                        with self._lock:
+                            self.counts[command] += 1
+                        back.send_multipart(frames[1:])
+                    else:
+                        frames = back.recv_multipart()
+                        try:
+                            to = senders.pop(json.loads(frames[-1]).get('id'), None)
+                        except (ValueError, AttributeError):
+                            to = None
+                        if to is not None:
+                            front.send_multipart([to] + frames)
+        finally:
+            front.close()
+            back.close()
+            context.term()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> 'CommandCounter':
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
 
 
 def wait_connected(pid: int, endpoint: str, timeout: float = 5.0) -> None:

@@ -104,3 +104,33 @@ def test_a_plugin_process_never_started_says_so(tmp_path):
     for use in (plugin.stop, lambda: plugin.pid):
         with pytest.raises(RuntimeError, match=r'start\(\) was not called'):
             use()
+
+
+
+def test_command_counter_relays_and_counts(circusd):
+    import zmq
+    from circus_plugins.testing import CommandCounter
+
+    with CommandCounter(circusd.endpoint) as counter:
+        context = zmq.Context()
+        client = context.socket(zmq.DEALER)
+        client.linger = 0
+        client.connect(counter.endpoint)
+
+        def call(command, **props):
+            client.send_json({'id': command + str(props), 'command': command,
+                              'properties': props})
+            assert client.poll(5000), 'no reply through the relay'
+            reply = client.recv_json()
+            assert reply['id'] == command + str(props)
+            return reply
+        try:
+            assert call('list')['watchers'] == ['sleeper']
+            assert call('status', name='sleeper')['status'] == 'active'
+            assert call('list', name='sleeper')['pids'] == circusd.pids('sleeper')
+            client.send(b'not json')
+        finally:
+            client.close()
+            context.term()
+        assert counter.snapshot() == {'list': 2, 'status': 1, '?': 1}
+        assert counter.total() == 4
