@@ -1,4 +1,4 @@
-"""Reading circusd's ``stats`` replies: the figures of each process, typed.
+"""Reading circusd's figures, typed: its ``stats`` replies and circusd-stats's stream.
 
 circusd describes a watcher's processes as ``{pid: info}``, where ``info`` holds ``cpu``
 and ``mem`` (percent), ``mem_info1`` (the resident set size, as ``'1.52M'``) and
@@ -7,9 +7,22 @@ it; a process that ended meanwhile is a string (``'No such process (stopped?)'``
 :func:`processes` turns that into :class:`Process` tuples whose unknown figures are
 ``None``, for :class:`~circus_plugins.statsd.FullStats` and
 :class:`~circus_plugins.resource_watcher.ResourceWatcher` alike.
+
+circusd-stats (``[circus] statsd = True``) publishes the same figures about every second,
+two frames each (see :meth:`~circus_plugins.CircusPlugin.handle_stats`):
+``stat.<watcher>.<pid>`` for one process and ``stat.<watcher>`` for a watcher's totals;
+``stat.circus...`` and ``stat.sockets...`` are about circus itself and are ignored.
+:func:`read_stat` types one message (:class:`ProcessStat` or :class:`WatcherTotals`) and
+:class:`LatestFigures` keeps the latest figures of each process, for every plugin that
+would otherwise poll ``stats``. In the stream ``mem_info1`` is rounded as circus writes it
+(``'17M'``: 17 MiB, to three significant digits at most) and ``children`` is always empty.
 """
+import json
+import math
 import re
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+import time
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional,
+                    Tuple, Union)
 
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40, 'P': 1 << 50}
 
@@ -35,19 +48,20 @@ class Process(NamedTuple):
 def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool):  # JSON's true is no figure
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return value
     try:
-        return float(value)
-    except (TypeError, ValueError):  # 'N/A'
+        figure = float(value)
+    except (TypeError, ValueError, OverflowError):  # 'N/A'
         return None
+    return figure if math.isfinite(figure) else None  # NaN is no figure either
 
 
 def _pid(*candidates: Any) -> Optional[int]:
     for value in candidates:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             return int(value)
     return None
 
@@ -77,3 +91,141 @@ def processes(info: Any) -> Dict[int, Process]:
             if process is not None:
                 found[process.pid] = process
     return found
+
+
+# -- circusd-stats's stream ----------------------------------------------------------------
+
+#: Seconds after which a process not heard of in the stream is taken as gone (circusd-stats
+#: speaks of each about every second; a loaded machine may delay it a little).
+STALE_AFTER = 5.0
+
+#: Topics of circus's own figures, not a watcher's.
+_CIRCUS_TOPICS = ('circus', 'sockets')
+
+
+class ProcessStat(NamedTuple):
+    """The figures of one process of ``watcher``, from a ``stat.<watcher>.<pid>`` message."""
+    watcher: str
+    process: Process  # its children are always () in the stream
+
+
+class WatcherTotals(NamedTuple):
+    """A ``stat.<watcher>`` message: the watcher's totals; ``None`` where unusable."""
+    watcher: str
+    pids: Tuple[int, ...]
+    cpu: Optional[float]  # mean of its processes, percent of one core
+    mem: Optional[float]  # sum of its processes, percent of the machine's memory
+    age: Optional[float]  # seconds, its oldest process
+
+
+Stat = Union[ProcessStat, WatcherTotals]
+
+
+def read_stat(data: Tuple[Any, Any]) -> Optional[Stat]:
+    """Type one circusd-stats message ``(topic, body)`` (bytes or str); ``None`` for what
+    is about circus itself or is not a figure of a watcher (junk of any kind: every field
+    is untrusted). Never raises."""
+    try:
+        topic, body = data
+        if isinstance(topic, bytes):
+            topic = topic.decode('utf-8')
+        if isinstance(body, bytes):
+            body = body.decode('utf-8')
+        if not isinstance(topic, str) or not isinstance(body, str):
+            return None
+        message = json.loads(body)
+    except (TypeError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not topic.startswith('stat.') or not isinstance(message, dict):
+        return None
+    rest = topic[len('stat.'):]
+    if not rest or rest.split('.', 1)[0] in _CIRCUS_TOPICS:
+        return None
+    # Watcher names may hold dots: a process's topic ends with the pid that its
+    # 'subtopic' repeats; a watcher's totals carry a list of pids.
+    subtopic = _pid(message.get('subtopic'))
+    if subtopic is not None and rest.endswith('.%d' % subtopic):
+        watcher = rest[:-len('.%d' % subtopic)]
+        process = _process(dict(message, children=None), subtopic)
+        if not watcher or process is None or process.pid != subtopic:
+            return None
+        return ProcessStat(watcher, process)
+    pids = message.get('pid')
+    if not isinstance(pids, list):
+        return None
+    found = tuple(pid for pid in (_pid(item) for item in pids) if pid is not None)
+    age = _number(message.get('age'))
+    return WatcherTotals(rest, found, _number(message.get('cpu')), _number(message.get('mem')),
+                         age)
+
+
+class LatestFigures:
+    """The latest figures circusd-stats gave of each process, by watcher.
+
+    Feed it with :meth:`take` (from :meth:`~circus_plugins.CircusPlugin.handle_stats`);
+    read :meth:`processes`. A process not heard of for ``stale_after`` seconds is left
+    out (and dropped), so a watcher stopped or removed empties within that time; call
+    :meth:`forget` at a ``reap`` event to drop a process at once, and
+    :meth:`forget_watcher` at ``stop``/``remove``. ``clock`` gives seconds (monotonic).
+    Not thread-safe: use it from the plugin thread.
+    """
+
+    def __init__(self, stale_after: float = STALE_AFTER,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stale_after = stale_after
+        self._clock = clock
+        self._figures: Dict[str, Dict[int, Tuple[Process, float]]] = {}
+
+    def take(self, data: Tuple[Any, Any]) -> Optional[Stat]:
+        """Read one stream message (as :func:`read_stat`), keep a process's figures, and
+        return what was read (``None`` for junk or circus's own figures)."""
+        stat = read_stat(data)
+        if isinstance(stat, ProcessStat):
+            self._figures.setdefault(stat.watcher, {})[stat.process.pid] = (
+                stat.process, self._clock())
+        return stat
+
+    def processes(self, watcher: str) -> Dict[int, Process]:
+        """The processes of ``watcher`` heard of within ``stale_after`` seconds, by pid
+        (as :func:`processes` reads a ``stats`` reply, children always empty)."""
+        kept = self._figures.get(watcher)
+        if not kept:
+            return {}
+        oldest = self._clock() - self.stale_after
+        for pid in [pid for pid, (_, when) in kept.items() if when < oldest]:
+            del kept[pid]
+        if not kept:
+            del self._figures[watcher]
+            return {}
+        return {pid: process for pid, (process, _) in kept.items()}
+
+    def watchers(self) -> List[str]:
+        """The watchers with processes heard of within ``stale_after`` seconds."""
+        return [name for name in list(self._figures) if self.processes(name)]
+
+    def arrival(self, watcher: str, pid: int) -> Optional[float]:
+        """When (by ``clock``) the figures of process ``pid`` of ``watcher`` came, if kept."""
+        kept = self._figures.get(watcher, {}).get(pid)
+        return None if kept is None else kept[1]
+
+    def forget(self, watcher: str, pid: Any) -> None:
+        """Drop process ``pid`` of ``watcher`` (at its ``reap``); unknown ones are fine."""
+        kept = self._figures.get(watcher)
+        if kept is not None and isinstance(pid, int):
+            kept.pop(pid, None)
+
+    def forget_watcher(self, watcher: str) -> None:
+        """Drop every process of ``watcher`` (at its ``stop`` or ``remove``)."""
+        self._figures.pop(watcher, None)
+
+    def forget_all(self) -> None:
+        """Drop everything (the stream went away)."""
+        self._figures.clear()
+
+    def handle_event(self, watcher: str, action: str, pid: Any = None) -> None:
+        """Apply a circusd event: ``reap`` drops ``pid``, ``stop`` and ``remove`` drop the
+        watcher; other actions change nothing."""
+        if action == 'reap':
+            self.forget(watcher, pid)
+        elif action in ('stop', 'remove'):
+            self.forget_watcher(watcher)
