@@ -177,6 +177,7 @@ class Circusd:
     :param plugins: ``{name: {option: value}}`` for ``[plugin:name]`` sections. Their logs
         go to circusd's, :meth:`log`.
     :param circus: extra ``[circus]`` options (``check_delay`` is 1 s unless given).
+        ``{'statsd': True}`` runs circusd-stats, publishing on :attr:`stats_endpoint`.
     :param env: extra environment variables for circusd and so for its plugins.
     :param python: the Python that runs circusd, and so its plugins: by default this one;
         a virtualenv's ``bin/python`` to test what is installed there.
@@ -192,6 +193,9 @@ class Circusd:
         self.python = python or sys.executable
         self.endpoint = 'tcp://127.0.0.1:%d' % free_port()
         self.pubsub_endpoint = 'tcp://127.0.0.1:%d' % free_port()
+        #: Where circusd-stats publishes when ``circus={'statsd': True}``: a free port
+        #: unless given there, never circus's default 5557, so that tests do not collide.
+        self.stats_endpoint = 'tcp://127.0.0.1:%d' % free_port()
         self.ini_path = os.path.join(self.workdir, 'circus.ini')
         self.log_path = os.path.join(self.workdir, 'circusd.log')
         self.process: Optional[subprocess.Popen] = None
@@ -202,6 +206,11 @@ class Circusd:
                     # circusd passes this on to its plugins: their logs land here too.
                     'logoutput': self.log_path}
         settings.update(circus or {})
+        # Only with statsd: circus 0.19 takes a stats_endpoint alone as statsd = True.
+        if str(settings.get('statsd', '')).lower() in ('1', 'true', 'yes', 'on') \
+                and 'stats_endpoint' not in settings:
+            settings['stats_endpoint'] = self.stats_endpoint
+        self.stats_endpoint = str(settings.get('stats_endpoint', self.stats_endpoint))
         text = _section('circus', settings)
         for name, options in (watchers or {}).items():
             text += _section('watcher:%s' % name, options)
