@@ -36,6 +36,7 @@ from ._client import Client, ThreadCaller, new_dealer
 from . import _bus
 from ._endpoint import check_endpoint, check_endpoints, check_ssh_server
 from ._log import plugin_logger
+from ._stats_stream import StatsStream
 from .config import MAX_SECONDS, to_bool, to_number
 from .errors import CallError, CircusPluginError, ConfigError, MalformedEvent
 from .events import PLUGIN_PREFIX, plugin_event, shorten
@@ -171,6 +172,9 @@ class CircusPlugin(metaclass=_PluginMeta):
         #: where it also receives other processes' plugin-made events (its SUB connects).
         self.events_publish = self.option('events_publish', None, check_endpoint)
         self.events_subscribe = self.option('events_subscribe', [], check_endpoints)
+        #: circusd-stats's endpoint when given as an option; else circusd is asked
+        #: (only by plugins overriding :meth:`handle_stats`).
+        self.stats_endpoint = self.option('stats_endpoint', None, check_endpoint)
         self.running = False
         #: The plugin's ZeroMQ context while it runs, as in circus 0.19: sockets a plugin
         #: makes from it on the plugin thread are closed when the plugin stops.
@@ -178,6 +182,10 @@ class CircusPlugin(metaclass=_PluginMeta):
         #: The SUB socket receiving circusd's events while the plugin runs (plugin
         #: thread only).
         self.sub_socket: Optional[zmq.Socket] = None
+        #: The SUB socket receiving circusd-stats's messages while the plugin runs, for
+        #: a plugin overriding :meth:`handle_stats`; ``None`` otherwise (plugin thread only).
+        self.stats_socket: Optional[zmq.Socket] = None
+        self.__stats: Optional[StatsStream] = None
         self.__thread: Optional[threading.Thread] = None
         self.__context: Optional[zmq.Context] = None
         self.__sockets: list = []  # every socket made by __open, closed by __close
@@ -516,6 +524,33 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.loop.add_handler(self.__sub, self.__on_sub_ready, IOLoop.READ)
         # Events may already be queued and the socket's fd only signals changes.
         self.loop.add_callback(self.__drain_events)
+        if self.wants_stats():
+            self.__open_stats()
+
+    # -- circusd-stats ---------------------------------------------------------------------
+
+    @classmethod
+    def wants_stats(cls) -> bool:
+        """Whether the plugin takes circusd-stats's stream: it overrides
+        :meth:`handle_stats`."""
+        return getattr(cls.handle_stats, '__func__', cls.handle_stats) \
+            is not CircusPlugin.handle_stats
+
+    def __open_stats(self) -> None:
+        stream = self.__stats = StatsStream(
+            self.loop, self.log, lambda: self.__socket(zmq.SUB), self.__connect, self.ask,
+            self.handle_stats, lambda: self.__paused, self.stats_endpoint)
+        self.stats_socket = stream.socket
+        stream.start()
+
+    @property
+    def stats_live(self) -> bool:
+        """Whether circusd-stats's messages are coming: one came within the last few
+        seconds (:data:`~circus_plugins._stats_stream.LIVE_FOR`). Always false for a
+        plugin that does not override :meth:`handle_stats`. Read it on the plugin
+        thread, to choose between the stream and asking circusd."""
+        stats = self.__stats
+        return stats is not None and stats.live
 
     def __socket(self, kind: int) -> zmq.Socket:
         context = self.__context
@@ -542,6 +577,8 @@ class CircusPlugin(metaclass=_PluginMeta):
     def __shutdown(self) -> None:
         if self.__sub is not None:
             self.loop.remove_handler(self.__sub)
+        if self.__stats is not None:
+            self.__stats.close()
         if self.__client is not None:
             self.__client.close()
         self.loop.stop()
@@ -556,8 +593,8 @@ class CircusPlugin(metaclass=_PluginMeta):
             if not sock.closed:
                 sock.close()
         self.__sockets = []
-        self.__sub = self.__client = self.__publisher = None
-        self.sub_socket = None
+        self.__sub = self.__client = self.__publisher = self.__stats = None
+        self.sub_socket = self.stats_socket = None
         if context is not None and context is not self.__shared_context:
             # Also closes sockets a plugin made from self.context and left open, which
             # would otherwise keep term() waiting forever.
@@ -750,6 +787,19 @@ class CircusPlugin(metaclass=_PluginMeta):
         implemented.
         """
         raise NotImplementedError()
+
+    def handle_stats(self, data: Tuple[bytes, bytes]) -> None:
+        """Receive one message of circusd-stats (``[circus] statsd = True``): ``data`` is
+        ``(topic, message)``, both bytes, topic ``stat.<watcher>.<pid>`` (one process) or
+        ``stat.<watcher>`` (its totals), or circus's own ``stat.circus...`` and
+        ``stat.sockets...``; message JSON. Runs on the plugin thread;
+        :func:`circus_plugins._stats.read_stat` types it.
+
+        Only a plugin that overrides it gets the stream, from a SUB socket of its own
+        (:attr:`stats_socket`) connected to option ``stats_endpoint`` or else to what
+        circusd's ``globaloptions`` says, asked without holding up the start. Without
+        circusd-stats the plugin logs so once and goes on; see :attr:`stats_live`.
+        """
 
     def handle_init(self) -> None:
         """Called in the plugin thread, before events flow; the sockets are ready."""
