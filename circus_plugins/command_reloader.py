@@ -1,11 +1,20 @@
 """Restarting watchers whose program changes on disk.
 
-Every ``loop_rate`` seconds the plugin asks circusd for its watchers and works out the files
-each one runs (:func:`command_files`: the program, found as circusd finds it, and the script
-of an interpreter). When one of them changes (its path, modification time or inode), the
-watcher is restarted, unless it is stopped or circusd restarts it itself. A missing file is
-logged once and the watcher skipped until the file is back. Plugins' own ``plugin:NAME``
-watchers are left alone::
+The plugin keeps each watcher's command options (from circusd's ``get``) and, every
+``loop_rate`` seconds, works out the files each one runs (:func:`command_files`: the
+program, found as circusd finds it, and the script of an interpreter) and stats them. When
+one of them changes (its path, modification time or inode), the watcher is restarted,
+unless it is stopped or circusd restarts it itself. A missing file is logged once and the
+watcher skipped until the file is back. Plugins' own ``plugin:NAME`` watchers are left
+alone.
+
+circusd is asked only what its events do not say: new watchers come from ``add`` events,
+and a watcher's options are read again (one ``get`` per look at most) after an event that
+says they may have changed (``add``, ``updated``, ``start``, ``reload``, and ``spawn``:
+a ``reloadconfig`` that changes a command publishes no ``updated``, but the new processes
+spawn). Everything (``list``, then ``get`` of each) is read again every
+:data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds, for events lost while the SUB
+socket reconnected::
 
     [plugin:command_reloader]
     use = circus_plugins.command_reloader.CommandReloader
@@ -21,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._log import SayOnce
 from .events import read_event, skip_event
-from .periodic import PeriodicPlugin
+from .periodic import SAFETY_REFRESH, PeriodicPlugin
 
 #: The watcher options the plugin reads to find a watcher's files.
 _KEYS = ['cmd', 'args', 'working_dir', 'env', 'executable']
@@ -34,6 +43,9 @@ _INTERPRETERS = [(re.compile(r'(python|pypy)[0-9.]*'), 'cm'),
 _INLINE_LONG = {'--eval', '--print', '--command'}
 #: ``env`` options that take a value as the next word.
 _ENV_VALUE_OPTIONS = {'-u', '--unset', '-C', '--chdir', '-S', '--split-string'}
+
+#: Events after which a watcher's command options are read again.
+_REREAD = frozenset(['add', 'updated', 'start', 'reload', 'spawn'])
 
 #: What identifies the state of a file: real path, modification time (ns) and inode.
 Stamp = Tuple[str, int, int]
@@ -143,6 +155,8 @@ class _Watch:
     """What the plugin knows of one watcher."""
 
     def __init__(self) -> None:
+        self.options: Optional[Mapping[str, Any]] = None  # from circusd's get
+        self.stale = True     # options to be read again (an event said they may change)
         self.stamps: Optional[Tuple[Stamp, ...]] = None  # None: not seen yet
         self.updates = 0      # 'updated' events received (circusctl set)
         self.started = 0.0    # circusd's time of its last 'start' or 'reload' event
@@ -175,21 +189,30 @@ class CommandReloader(PeriodicPlugin):
     name = 'command_reloader'
     default_loop_rate = 1.0
     look_at_start = True  # the first look records what runs now
+    #: Seconds between two reads of every watcher (``list``, then ``get`` of each).
+    safety_refresh = SAFETY_REFRESH
 
     def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
                  ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
-        #: The watchers seen at the last look, by name.
+        #: The watchers known, by name (plugin thread only).
         self.watches: Dict[str, _Watch] = {}
         self._problems = SayOnce(self.log)  # by watcher: each logged once, until it is gone
+        self._refresh_at = 0.0  # time.monotonic() of the next read of every watcher
 
     def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, fields=('start', 'reload'))
-        if event is None:
+        if event is None or event.watcher.startswith('plugin:'):
+            return
+        if event.action == 'remove':
+            self._forget(event.watcher)
+            return
+        if event.action not in _REREAD:
             return
         watch = self.watches.get(event.watcher)
-        if watch is None:
-            return
+        if watch is None:  # added (or its 'add' lost): asked about at the next look
+            watch = self.watches[event.watcher] = _Watch()
+        watch.stale = True
         if event.action == 'updated':
             watch.updates += 1
         elif event.action in ('start', 'reload'):
@@ -203,17 +226,33 @@ class CommandReloader(PeriodicPlugin):
             watch.started = max(watch.started, min(when, now))
 
     async def look_after(self) -> None:
-        """Look at every watcher once; restart those whose files changed."""
+        """Look at every watcher once; restart those whose files changed. circusd is
+        asked only about watchers that events said may have changed, and about all of
+        them every :attr:`safety_refresh` seconds."""
+        now = time.monotonic()
+        if now >= self._refresh_at:
+            if not await self._refresh():
+                return
+            self._refresh_at = now + self.safety_refresh
+        for name, watch in list(self.watches.items()):
+            if self.watches.get(name) is watch:  # not removed meanwhile
+                await self._look_at(name, watch)
+
+    async def _refresh(self) -> bool:
+        """List the watchers and mark each one to be read again; False (logged) if
+        circusd does not tell them."""
         reply = await self.ask('list')
-        if reply.get('status') != 'ok':
+        listed = reply.get('watchers')
+        if reply.get('status') != 'ok' or not isinstance(listed, list):
             self.log.warning('cannot list the watchers: %s', reply.get('reason'))
-            return
-        names = [name for name in reply.get('watchers', [])
-                 if not name.startswith('plugin:')]
+            return False
+        names = [name for name in listed
+                 if isinstance(name, str) and not name.startswith('plugin:')]
         for gone in set(self.watches) - set(names):
             self._forget(gone)
         for name in names:
-            await self._look_at(name, self.watches.setdefault(name, _Watch()))
+            self.watches.setdefault(name, _Watch()).stale = True
+        return True
 
     def _forget(self, name: str) -> None:
         self.watches.pop(name, None)
@@ -221,14 +260,19 @@ class CommandReloader(PeriodicPlugin):
 
     async def _look_at(self, name: str, watch: _Watch) -> None:
         news = watch.news()  # events received so far: the reply below reflects them
-        reply = await self.ask('get', name=name, keys=_KEYS)
-        if reply.get('status') != 'ok':
-            if 'not found' in str(reply.get('reason')):
-                self._forget(name)  # removed since the list
-            else:
-                self._problem(name, 'cannot read its options: %s', reply.get('reason'))
-            return
-        stamps = self._stamps(name, watch, reply.get('options', {}))
+        if watch.stale or watch.options is None:
+            watch.stale = False  # an event during the get marks it again
+            reply = await self.ask('get', name=name, keys=_KEYS)
+            options = reply.get('options')
+            if reply.get('status') != 'ok' or not isinstance(options, Mapping):
+                if 'not found' in str(reply.get('reason')):
+                    self._forget(name)  # removed since the list or the event
+                else:
+                    watch.stale = True  # asked again at the next look
+                    self._problem(name, 'cannot read its options: %s', reply.get('reason'))
+                return
+            watch.options = options
+        stamps = self._stamps(name, watch, watch.options)
         if stamps is None:
             return
         previous = watch.stamps

@@ -9,7 +9,8 @@ import pytest
 from circus_plugins import ConfigError
 from circus_plugins.command_reloader import (CommandReloader, UnresolvedCommand,
                                              command_files)
-from circus_plugins.testing import PluginProcess, ScriptedCircusd, wait_for
+from circus_plugins.periodic import SAFETY_REFRESH
+from circus_plugins.testing import CommandCounter, PluginProcess, ScriptedCircusd, wait_for
 
 SCRIPT = '#!/bin/sh\nexec sleep 1000\n'
 PLUGIN = 'circus_plugins.command_reloader.CommandReloader'
@@ -86,19 +87,21 @@ BUSY = {'status': 'error', 'errno': 5,
 
 
 class Scripted(ScriptedCircusd):
-    """A reloader looking every 0.02 s, and a scripted circusd that runs ``watchers``
+    """A reloader looking every 0.02 s (each look a whole refresh), and a scripted circusd that runs ``watchers``
     ({name: options}: replace it to change them, the plugin thread iterates on it) and
     answers ``restart`` busy once. Only restarts are recorded."""
 
-    def __init__(self, watchers):
+    def __init__(self, watchers, safety_refresh=0.0):
         plugin = CommandReloader('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0,
                                  loop_rate='0.02')
+        plugin.safety_refresh = safety_refresh  # 0: every look lists and reads them all
         replies = {'list': self.list, 'get': self.get, 'status': {'status': 'active'},
                    'restart': self.restart}
         super().__init__(plugin, replies, ignore=['list', 'get', 'status'])
         self.watchers = watchers
         self.looks = 0
         self.gets = set()
+        self.asked = []  # the names of every get, in order
         self.busy = set()  # the watchers whose restart was refused once
         self.vanished = set()  # listed, but removed before the plugin asks about them
 
@@ -108,6 +111,7 @@ class Scripted(ScriptedCircusd):
 
     def get(self, name, keys):
         self.gets.add(name)
+        self.asked.append(name)
         if name not in self.watchers:
             return {'status': 'error', 'reason': 'program %s not found' % name, 'errno': 3}
         return {'status': 'ok', 'options': dict(self.watchers[name])}
@@ -235,6 +239,35 @@ def test_events_older_than_the_change_do_not_hide_it(tmp_path):
         assert s.next_command(timeout=5) == RESTART
 
 
+def test_between_refreshes_it_asks_only_about_what_events_name(tmp_path):
+    web, api = make_script(tmp_path / 'web.sh'), make_script(tmp_path / 'api.sh')
+    with Scripted({'web': {'cmd': web}}, safety_refresh=SAFETY_REFRESH) as s:
+        wait_for(lambda: s.asked == ['web'] and 'web' in s.plugin.watches,
+                 what='the first look')
+        s.elapse(0.2)  # ten looks: files are stat()ed, circusd is not asked
+        assert (s.looks, s.asked) == (1, ['web'])
+        touch_later(web)
+        assert s.next_command(timeout=5) == RESTART  # seen without asking its options
+
+        for action in ('spawn', 'updated', 'start', 'reload'):
+            s.asked = []
+            s.feed('web', action, process_pid=12, time=time.time())
+            s.feed('web', action, process_pid=13, time=time.time())
+            s.elapse(0.1)
+            assert s.asked == ['web'], action  # one get for both events
+
+        s.asked = []
+        s.watchers = {'web': {'cmd': web}, 'api': {'cmd': api}}  # circusctl add
+        s.feed('api', 'add', time=time.time())
+        s.feed('plugin:other', 'add', time=time.time())
+        wait_for(lambda: 'api' in s.plugin.watches and s.asked == ['api'],
+                 what='the added watcher to be read')
+        s.feed('api', 'remove', time=time.time())
+        assert list(s.plugin.watches) == ['web']
+        s.elapse(0.1)
+        assert (s.looks, s.asked) == (1, ['api']) and s.no_command()
+
+
 def reloader_circusd(start_circusd, tmp_path, watchers, **options):
     """A circusd running ``watchers`` ({name: options}) and the reloader, looking every
     0.2 s; returns once the reloader has seen every watcher."""
@@ -359,3 +392,50 @@ def test_runs_from_circus_plugin(start_circusd, tmp_path):
     wait_for(lambda: 'web: %s changed: restarted' % web in log(),
              what='the restart to be logged')
     assert log().rstrip().endswith('Stopping')
+
+
+def test_with_circusd_it_asks_nothing_at_steady_state_and_follows_events(start_circusd,
+                                                                         tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    web, late = make_script(tmp_path / 'web.sh'), make_script(tmp_path / 'late.sh')
+    other = make_script(tmp_path / 'other.sh')
+    circusd = start_circusd(watchers={'web': {'cmd': web}})
+    with CommandCounter(circusd.endpoint) as counter:
+        plugin = CommandReloader(counter.endpoint, circusd.pubsub_endpoint, 1.0,
+                                 loop_rate='0.1')
+        looks = [0]
+        look_after = plugin.look_after
+
+        async def counted():
+            await look_after()
+            looks[0] += 1
+        plugin.look_after = counted
+
+        def quiet(n):
+            """Whether the next ``n`` looks send no request."""
+            before, start = counter.snapshot(), looks[0]
+            wait_for(lambda: looks[0] >= start + n, timeout=5, what='%d looks' % n)
+            return counter.snapshot() == before
+
+        def logged(text):
+            wait_for(lambda: text in caplog.text, timeout=8, what=text)
+        with plugin:
+            logged('web: watching %s' % web)
+            assert quiet(10) and counter.snapshot() == {'list': 1, 'get': 1}
+
+            make_script(tmp_path / 'web.new', SCRIPT + '# new release\n')
+            os.replace(str(tmp_path / 'web.new'), web)  # a new inode
+            logged('web: %s changed: restarted' % web)
+
+            circusd.call('add', name='late', cmd=late, start=True)
+            logged('late: watching %s' % late)  # from the add event: no list
+            assert counter.snapshot()['list'] == 1
+
+            circusd.call('set', name='web', options={'cmd': other})  # updated
+            logged('web: %s changed: circusd restarts it itself' % other)
+
+            circusd.call('rm', name='late')
+            wait_for(lambda: 'late' not in plugin.watches, what='late to be forgotten')
+            wait_for(lambda: quiet(3), timeout=8, what='no more requests')
+            counts = counter.snapshot()
+    assert (counts['list'], counts['restart'], counts['status']) == (1, 1, 2), counts
