@@ -4,11 +4,14 @@ import asyncio
 import base64
 import gzip
 import logging
+import os
+import signal
 import ssl
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -16,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from circus_plugins import ConfigError, PluginLoadError
 from circus_plugins.prometheus import RENDER_DELAY, PrometheusExporter
-from circus_plugins.testing import ScriptedCircusd, wait_for
+from circus_plugins.testing import CommandCounter, ScriptedCircusd, wait_for
 from conftest import MARKER, heard, plugin_running, running_beside, untrusted_events
 from receivers import PROMTOOL
 
@@ -160,6 +163,46 @@ def test_counters_survive_a_circusd_restart_and_a_watcher_removed_and_added(star
         hears(circusd, plugin)
         assert sample(plugin, 'circus_watcher_exits_total', **stopped) == 6
         assert sample(plugin, 'circus_watcher_spawns_total', watcher='web') == spawns + 3
+
+
+def test_at_rest_it_asks_only_status_and_events_make_only_the_questions_they_need(
+        start_circusd):
+    circusd = start_circusd(watchers={'web': WEB, 'db': WEB, 'off': dict(
+        WEB, autostart=False)}, circus={'check_delay': 0.3})
+    with CommandCounter(circusd.endpoint) as counter, exporting(SimpleNamespace(
+            endpoint=counter.endpoint, pubsub_endpoint=circusd.pubsub_endpoint)) as plugin:
+        def started(wid, watcher='web'):
+            return sample(plugin, 'circus_process_start_time_seconds', watcher=watcher,
+                          wid=wid)
+
+        def asked_since(before, looks=3):
+            """What the exporter asked besides ``status`` since ``before``, over
+            ``looks`` more polls."""
+            wait_for(lambda: counter.snapshot().get('status', 0) >= before.get(
+                'status', 0) + looks, what='%d polls' % looks)
+            return {command: count - before.get(command, 0) for command, count
+                    in counter.snapshot().items()
+                    if command != 'status' and count != before.get(command, 0)}
+
+        wait_for(lambda: started('2') and started('2', 'db'), what='every process known')
+        assert asked_since(counter.snapshot()) == {}              # at rest: status only
+        before, first = counter.snapshot(), started('1')
+        os.kill(circusd.pids('web')[0], signal.SIGKILL)           # a crash and its respawn
+        wait_for(lambda: (started('1') or 0) > first and sample(
+            plugin, 'circus_watcher_processes', watcher='web') == 2, what='the new process')
+        assert asked_since(before) == {'stats': 1}                # its wid and start, once
+        before = counter.snapshot()
+        circusd.call('incr', name='web')
+        wait_for(lambda: started('3') and sample(plugin, 'circus_watcher_desired_processes',
+                                                 watcher='web') == 3, what='incr seen')
+        assert sample(plugin, 'circus_watcher_processes', watcher='web') == 3
+        assert asked_since(before) == {'get': 1, 'stats': 1}      # about web only
+        before = counter.snapshot()
+        circusd.call('decr', name='web')                          # publishes only kill
+        wait_for(lambda: sample(plugin, 'circus_watcher_desired_processes',
+                                watcher='web') == 2 and sample(
+            plugin, 'circus_watcher_processes', watcher='web') == 2, what='decr seen')
+        assert asked_since(before) == {'get': 1}
 
 
 def test_plugin_made_events_are_counted_when_run_beside_it(start_circusd):

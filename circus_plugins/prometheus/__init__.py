@@ -4,10 +4,17 @@ It serves ``/metrics`` over HTTP from the plugin's own loop, in the text format 
 Prometheus and OpenMetrics parsers read (the format and gzip negotiated from the
 request's ``Accept`` and ``Accept-Encoding`` as ``prometheus_client`` does). A scrape
 never waits on circusd: it reads a :class:`~circus_plugins.prometheus._metrics.Snapshot` that the
-plugin keeps up to date from circusd's events (spawns, exits, and plugin-made events of
-plugins running beside it) and from a poll every ``loop_rate`` seconds (``status``;
-``list`` and ``get numprocesses`` of each watcher; ``stats`` of each new process, once;
-the CPU time and memory of each process read with psutil, off the loop). A page is rendered once per change of the snapshot.
+plugin keeps up to date from circusd's events (spawns, exits, kills, and plugin-made
+events of plugins running beside it) and from a poll every ``loop_rate`` seconds. The poll
+costs circusd one ``status`` when nothing happened: the pids of each watcher are kept from
+its ``spawn``/``reap``/``kill`` events (:class:`~circus_plugins._processes.Processes`);
+``list`` of a watcher is asked only when it is new or its events could not be followed,
+``get numprocesses`` when an event says it may have changed (``add``, ``updated``,
+``kill``, a ``spawn`` beyond numprocesses), ``stats`` of each new process once (its wid and
+start), and all of them again every :data:`~circus_plugins.periodic.SAFETY_REFRESH`
+seconds and after circusd did not answer. The CPU time and memory of each process are
+read with psutil, off the loop (that costs circusd nothing). A page is rendered once per
+change of the snapshot.
 
 It needs ``prometheus_client`` and ``psutil``: ``pip install circus-plugins[prometheus]``.
 """
@@ -15,20 +22,22 @@ import asyncio
 import base64
 import binascii
 import hmac
+import math
 import ssl
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
+from .._processes import Processes
 from .._redact import add_secret
 from .._usage import UsageReader
 from ..config import MAX_COUNT, to_host
 from ..errors import ConfigError, PluginLoadError
-from ..events import EXIT, MAX_PID, Exits, read_event, whole
-from ..periodic import PeriodicPlugin
+from ..events import EXIT, Event, Exits, read_event, whole
+from ..periodic import SAFETY_REFRESH, PeriodicPlugin
 from ._metrics import Snapshot, process_infos, start_time
 from ._pages import Pages
 
@@ -113,6 +122,11 @@ class PrometheusExporter(PeriodicPlugin):
         self.usage = UsageReader(self._psutil, self.children)
         # (watcher, pid) -> {'wid', 'started'} of the processes seen, from their stats
         self._known: Dict[Tuple[str, int], Dict[str, Any]] = {}
+        #: The pids of each watcher, kept from events.
+        self.processes = Processes()
+        self._desired: Dict[str, int] = {}    # watcher -> numprocesses, from ``get``
+        self._ask_desired: Set[str] = set()   # watchers whose numprocesses may have changed
+        self._refresh_at = -math.inf          # monotonic time of the next full refresh
         self._server: Optional[HTTPServer] = None
         #: The port the server listens on (``port``, or the one chosen for ``port = 0``).
         self.bound_port: Optional[int] = None
@@ -181,6 +195,7 @@ class PrometheusExporter(PeriodicPlugin):
             self.snapshot.plugin_action(event.plugin, event.action, event.watcher)
         else:
             why = self.exits.see(event)
+            self._follow(event)
             if event.action == 'spawn':
                 self.snapshot.spawned(event.watcher)
                 pid = event.pid()
@@ -190,6 +205,24 @@ class PrometheusExporter(PeriodicPlugin):
                 self.snapshot.exited(event.watcher, 'exit' if why == EXIT else why)
         self._render_soon()
 
+    def _follow(self, event: Event) -> None:
+        """Keep the pids and the numprocesses of the watchers from an event, marking
+        what the event does not tell to be asked at the next poll."""
+        name, action = event.watcher, event.action
+        self.processes.see(event)
+        if action == 'add':
+            self.processes.stale(name)
+            self._ask_desired.add(name)
+        elif action == 'updated' or action == 'kill':
+            # ``set`` publishes ``updated``; ``decr`` publishes only ``kill``.
+            self._ask_desired.add(name)
+        elif action == 'spawn':
+            # ``incr`` publishes spawns; a respawn after a crash does not change
+            # numprocesses, and a crash loop must not make a question each time.
+            count, desired = self.processes.count(name), self._desired.get(name)
+            if count is None or desired is None or count > desired:
+                self._ask_desired.add(name)
+
     # -- the poll --------------------------------------------------------------------------
 
     async def look_after(self) -> None:
@@ -197,21 +230,32 @@ class PrometheusExporter(PeriodicPlugin):
         statuses = status.get('statuses')
         if status.get('status') != 'ok' or not isinstance(statuses, Mapping):
             self.snapshot.down()
+            self._refresh_at = -math.inf  # events were missed meanwhile: ask everything
             self._render_soon()
             return
         statuses = {str(k): v for k, v in statuses.items()}
         names = list(statuses)
+        now = time.monotonic()
+        if now >= self._refresh_at:  # the safety net: ask everything again
+            self._refresh_at = now + SAFETY_REFRESH
+            self.processes.stale()
+            self._ask_desired.update(names)
+        self.processes.keep(names)
+        for gone in set(self._desired) - set(names):
+            del self._desired[gone]
         # Not the ``stats`` of every watcher: circusd 0.19 scans all of /proc for each
-        # process's children there, seconds with hundreds of processes. ``list`` gives
-        # the pids; a new process's wid and start come from its own ``stats``, once.
-        # And ``get`` for numprocesses: the ``numprocesses`` command tells how many run.
-        replies = await asyncio.gather(
-            *(self.ask('list', name=name) for name in names),
-            *(self.ask('get', name=name, keys=['numprocesses']) for name in names))
-        pids = {name: _pids(reply) for name, reply in zip(names, replies)}
-        desired = {name: _count(reply) for name, reply in zip(names, replies[len(names):])}
+        # process's children there, seconds with hundreds of processes. The pids come from
+        # events (``list`` of a watcher only when they cannot tell); a new process's wid
+        # and start from its own ``stats``, once; numprocesses from ``get``, when an
+        # event says it may have changed.
+        asked = [name for name in names
+                 if name in self._ask_desired or name not in self._desired]
+        self._ask_desired.difference_update(asked)  # events from now on: asked again
+        await asyncio.gather(self.processes.refresh(self.ask, names),
+                             *(self._read_desired(name) for name in asked))
+        pids = {name: self.processes.pids(name) for name in names}
         await self._learn([(name, pid) for name, found in pids.items()
-                           for pid in found or () if (name, pid) not in self._known])
+                           for pid in sorted(found or ()) if (name, pid) not in self._known])
         current = {(name, pid) for name, found in pids.items() for pid in found or ()}
         for key in set(self._known) - current:
             del self._known[key]
@@ -222,8 +266,17 @@ class PrometheusExporter(PeriodicPlugin):
                 for pid, about in process_infos(infos[name])]
         usage = await self.loop.run_in_executor(None, self.usage.read, keys)
         running = {name: len(found) for name, found in pids.items() if found is not None}
+        desired = {name: self._desired.get(name) for name in names}
         self.snapshot.polled(statuses, infos, desired, usage, running)
         self._render_now()  # before the next scrape comes, not RENDER_DELAY later
+
+    async def _read_desired(self, name: str) -> None:
+        reply = await self.ask('get', name=name, keys=['numprocesses'])
+        count = _count(reply)
+        if count is None:
+            self._ask_desired.add(name)  # not told: ask again at the next poll
+        else:
+            self._desired[name] = count
 
     async def _learn(self, new: List[Tuple[str, int]]) -> None:
         """Ask the ``stats`` of new processes, one at a time, for half of
@@ -277,14 +330,6 @@ class PrometheusExporter(PeriodicPlugin):
             return False
         return (hmac.compare_digest(user.encode(), self.user.encode())
                 & hmac.compare_digest(password.encode(), self._password.encode()))
-
-
-def _pids(reply: Mapping[str, Any]) -> Optional[List[int]]:
-    """The pids of a ``list`` reply; ``None`` when circusd did not tell them."""
-    found = reply.get('pids') if reply.get('status') == 'ok' else None
-    if not isinstance(found, list):
-        return None
-    return [pid for pid in found if whole(pid, 1, MAX_PID) is not None]
 
 
 def _count(reply: Mapping[str, Any]) -> Optional[int]:
