@@ -93,10 +93,11 @@ class Processes:
         watcher = self._watchers.get(name)
         return None if watcher is None or watcher.pids is None else len(watcher.pids)
 
-    async def refresh(self, ask: Ask, names: Optional[Iterable[str]] = None) -> List[str]:
+    async def refresh(self, ask: Ask,
+                      names: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
         """Ask ``list`` of the stale watchers among ``names`` (all kept when ``None``),
-        all at once; return the names asked. A watcher whose ``list`` failed keeps the
-        pids it had and stays stale."""
+        all at once; return ``{name: reply}`` of those asked. A watcher whose ``list``
+        failed keeps the pids it had and stays stale."""
         chosen = [name for name in (self._watchers if names is None else names)
                   if name in self._watchers and self._watchers[name].stale]
         before = {name: self._watchers[name].events for name in chosen}
@@ -116,4 +117,4 @@ class Processes:
                 watcher.stale = True
                 continue
             watcher.pids = set(found[:MOST_PIDS])
-        return chosen
+        return dict(zip(chosen, replies))

@@ -16,7 +16,8 @@ from circus_plugins._usage import Usage
 from circus_plugins.autoscaler import Autoscaler, Settings, Trend, decide
 from circus_plugins.errors import PluginLoadError
 from circus_plugins.events import plugin_event
-from circus_plugins.testing import EventRecorder, ScriptedCircusd, run_on_loop, wait_for
+from circus_plugins.testing import (CommandCounter, EventRecorder, ScriptedCircusd, run_on_loop,
+                                    wait_for)
 from conftest import look_now, plugin_running, untrusted_events
 
 NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2')
@@ -663,6 +664,36 @@ def test_a_crashing_watcher_is_left_alone(start_circusd, tmp_path, collector, ca
     assert circusd.call('get', name='crasher', keys=['numprocesses'])['options'] == {
         'numprocesses': 2}
     assert "'crasher': left alone: a process of it crashed" in caplog.text
+
+
+def test_at_rest_a_check_asks_only_status_and_an_incr_once_the_options(start_circusd):
+    idle = {'cmd': 'sleep 1000', 'numprocesses': 2, 'autoscale.cpu_low': 0}  # never scaled
+    circusd = start_circusd(watchers={'idle': idle, 'other': {'cmd': 'sleep 1000'},
+                                      'third': {'cmd': 'sleep 1000'}})
+    with CommandCounter(circusd.endpoint) as counter, plugin_running(
+            Autoscaler, types.SimpleNamespace(endpoint=counter.endpoint,
+                                              pubsub_endpoint=circusd.pubsub_endpoint),
+            **FAST) as plugin:
+        def measured():
+            """``(numprocesses, pids measured)`` of idle, as the plugin knows them."""
+            def read():
+                watch = plugin._watches.get('idle')
+                return watch and watch.readings and (watch.wanted, len(watch.readings[1]))
+            return run_on_loop(plugin.loop, read)
+
+        def asked_since(before, checks=4):
+            wait_for(lambda: counter.snapshot().get('status', 0) >= before.get(
+                'status', 0) + checks, what='%d checks' % checks)
+            return {command: count - before.get(command, 0) for command, count
+                    in counter.snapshot().items()
+                    if command != 'status' and count != before.get(command, 0)}
+
+        wait_for(lambda: measured() == (2, 2), what='idle measured')
+        assert asked_since(counter.snapshot()) == {}       # at rest: status only
+        before = counter.snapshot()
+        circusd.call('incr', name='idle')                  # by an operator: spawn events
+        wait_for(lambda: measured() == (3, 3), what='the incr seen')
+        assert asked_since(before) == {'options': 1}       # idle's, once; pids from events
 
 
 def test_a_plugin_section_under_circusd(start_circusd, tmp_path):

@@ -14,6 +14,16 @@ processes crashed lately and one that the flapping plugin stopped lately; with t
 memory guard on, it adds no process when the machine has not the memory for it. Each
 decision is logged with its reason and announced as a plugin-made event,
 ``plugin.<watcher>.autoscale``. It needs psutil: ``pip install circus-plugins[autoscale]``.
+
+What it knows of circusd comes from events as far as they tell, so that a check costs
+circusd one ``status`` when nothing happened: the pids of the processes from ``spawn``,
+``reap`` and ``kill`` (:class:`~circus_plugins._processes.Processes`; ``list`` of an
+autoscaled watcher only when it is new or its events could not be followed, and after a
+change of ours); a watcher's options (its ``autoscale.*`` and numprocesses) once, then
+again after an ``add``, ``updated`` or ``start`` of it, a ``kill`` or a ``spawn`` beyond its
+numprocesses (``incr`` and ``decr`` by others), and every
+:data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds (``reloadconfig`` publishes no
+``updated``).
 """
 import asyncio
 import logging
@@ -23,11 +33,12 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._log import SayOnce
+from .._processes import Processes, pids_of
 from .._usage import Usage, UsageReader, import_psutil
 from ..config import MAX_COUNT, MAX_SECONDS, to_bool, to_matcher, to_number
 from ..errors import ConfigError
-from ..events import CRASH, MAX_PID, Exits, read_event, shorten, whole
-from ..periodic import PeriodicPlugin
+from ..events import CRASH, Event, Exits, read_event, shorten, whole
+from ..periodic import SAFETY_REFRESH, PeriodicPlugin
 from ._scaling import Decision, Settings, Trend, decide
 
 __all__ = ['Autoscaler', 'Settings', 'Trend', 'decide']
@@ -36,9 +47,8 @@ __all__ = ['Autoscaler', 'Settings', 'Trend', 'decide']
 PREFIX = 'autoscale.'
 #: Seconds a watcher is left alone after the flapping plugin stopped it.
 FLAPPING_MEMORY = 600.0
-#: Seconds between two readings of the options of a watcher that is not autoscaled (those
-#: of an autoscaled watcher are read at every check).
-OPTIONS_EVERY = 30.0
+#: Seconds between two readings of the options of a watcher that no event said changed.
+OPTIONS_EVERY = SAFETY_REFRESH
 #: Largest ``cpu_high``/``cpu_low``, in percent of one core (a process and its children
 #: may use many cores).
 MAX_CPU = 1000000.0
@@ -139,6 +149,9 @@ class Autoscaler(PeriodicPlugin):
         self.clock: Callable[[], float] = time.monotonic
         self.exits = Exits()
         self._watches: Dict[str, _Watch] = {}
+        #: The pids of each watcher's processes, kept from events.
+        self.processes = Processes()
+        self._refresh_at = -math.inf  # clock time of the next refresh of every pid
         self._crashed: Dict[str, float] = {}   # watcher -> clock time of its last crash
         self._flapped: Dict[str, float] = {}   # watcher -> clock time Flapping stopped it
         self._tasks: set = set()
@@ -157,10 +170,21 @@ class Autoscaler(PeriodicPlugin):
             return
         if self.exits.see(event) == CRASH:
             self._remember(self._crashed, event.watcher)
-        elif event.action in ('add', 'updated', 'start'):
-            watch = self._watches.get(event.watcher)
-            if watch is not None:
-                watch.read_at = -math.inf  # its options may have changed: read them again
+        self.processes.see(event)
+        watch = self._watches.get(event.watcher)
+        if watch is not None and self._options_changed(event, watch):
+            watch.read_at = -math.inf  # read them again at the next check
+
+    def _options_changed(self, event: Event, watch: _Watch) -> bool:
+        """Whether ``event`` says a watcher's options may have changed: ``set`` publishes
+        ``updated``, ``incr`` spawns, ``decr`` only kills. A respawn after a crash changes
+        nothing, and a crash loop must not make a question each time."""
+        if event.action in ('add', 'updated', 'start', 'kill'):
+            return True
+        if event.action == 'spawn':
+            count = self.processes.count(event.watcher)
+            return count is None or watch.wanted is None or count > watch.wanted
+        return False
 
     def _remember(self, times: Dict[str, float], watcher: str) -> None:
         times.pop(watcher, None)  # last in, as the latest
@@ -178,6 +202,7 @@ class Autoscaler(PeriodicPlugin):
                       'circusd: %s', shorten(reply.get('reason', reply)))
             for known in self._watches.values():
                 known.forget_load()
+            self._refresh_at = -math.inf  # events may be missed meanwhile
             return
         if self._say.forget('status'):
             self.log.info("reading the watchers' states from circusd again")
@@ -185,7 +210,11 @@ class Autoscaler(PeriodicPlugin):
                  and not name.startswith('plugin:') and name.isprintable()]
         for gone in set(self._watches) - set(names):
             self._forget(gone)
+        self.processes.keep(names)
         now = self.clock()
+        if now >= self._refresh_at:  # the safety net for events missed
+            self._refresh_at = now + SAFETY_REFRESH
+            self.processes.stale()
         for name in names:
             self._watches.setdefault(name, _Watch())
         stale = [name for name in names if self._stale(self._watches[name], now)]
@@ -209,7 +238,7 @@ class Autoscaler(PeriodicPlugin):
             await self._measure(measured)
 
     def _stale(self, watch: _Watch, now: float) -> bool:
-        return watch.autoscaled or now - watch.read_at >= OPTIONS_EVERY
+        return now - watch.read_at >= OPTIONS_EVERY
 
     def _forget(self, name: str) -> None:
         for key in self._watches.pop(name).said:
@@ -324,21 +353,25 @@ class Autoscaler(PeriodicPlugin):
         return None
 
     async def _measure(self, names: List[str]) -> None:
-        replies = await asyncio.gather(*(self.ask('list', name=name) for name in names))
+        replies = await self.processes.refresh(self.ask, names)
         pids: Dict[str, List[int]] = {}
-        for name, reply in zip(names, replies):
+        for name in names:
             watch = self._watches.get(name)
-            found = reply.get('pids')
+            reply = replies.get(name)
             if watch is None:
                 continue
-            if reply.get('status') != 'ok' or not isinstance(found, list):
+            if reply is not None and pids_of(reply) is None:
                 self._say_about(name, watch, 'list', logging.ERROR,
                                 'cannot list its processes: %s',
                                 shorten(reply.get('reason', reply)))
                 watch.forget_load()
                 continue
-            self._unsay(name, watch, 'list')
-            pids[name] = sorted({pid for pid in found if whole(pid, 1, MAX_PID)})
+            known = self.processes.pids(name)
+            if known is None:
+                continue  # not known yet: asked again at the next check
+            if reply is not None:
+                self._unsay(name, watch, 'list')
+            pids[name] = sorted(known)
         keys = [(pid, 0.0) for found in pids.values() for pid in found]
         try:
             when, usage, available = await self.loop.run_in_executor(None, self._read, keys)
@@ -415,6 +448,7 @@ class Autoscaler(PeriodicPlugin):
             watch.acting = False
             watch.changed_at = self.clock()
             watch.forget_load()
+            self.processes.stale(name)  # ours: one ``list`` rather than trust the events
 
     async def _carry_out(self, name: str, watch: _Watch, d: Decision,
                          available: Optional[float]) -> None:
