@@ -17,6 +17,10 @@ circus.ini itself, whose sections circusd would also run)::
 A section that cannot be built (unknown class, bad option) is reported by name and left
 out; a plugin whose start fails, or whose thread ends without being stopped, is started
 again after 1 s, then 2, 4... up to ``max_delay`` seconds, while the others go on.
+
+The plugins of a host share circusd's answers: a read-only question that several of them
+ask within :data:`~circus_plugins._shared.WINDOW` seconds is sent once
+(:mod:`circus_plugins._shared`).
 """
 import time
 from typing import Any, Dict, List, Optional, Tuple, Type
@@ -24,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type
 from tornado.ioloop import PeriodicCallback
 
 from ._loader import load_plugin_class
+from ._shared import SharedAnswers
 from .config import MAX_SECONDS, ini_plugin_names, read_ini_plugin
 from .errors import CircusPluginError, ConfigError
 from .events import PLUGIN_PREFIX
@@ -79,6 +84,8 @@ class PluginHost(CircusPlugin):
         self.children = [_Child(name) for name in names or available]
         self._watch: Optional[PeriodicCallback] = None
         self._closing = False
+        #: The answers of circusd shared by the plugins (thread-safe).
+        self.answers = SharedAnswers()
 
     # -- the plugins' lives ------------------------------------------------------------
 
@@ -124,6 +131,7 @@ class PluginHost(CircusPlugin):
             self.log.error('[plugin:%s] left out: %s', child.name, exc)
             self.children.remove(child)
             return
+        plugin._shared_answers = self.answers
         try:
             plugin.start_background(context=self.context)
         except Exception as exc:

@@ -26,7 +26,8 @@ import threading
 import time
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import TimeoutError as ThreadTimeout
-from typing import AbstractSet, Any, Callable, Dict, List, Optional, Tuple, Type, Union, cast
+from typing import (TYPE_CHECKING, AbstractSet, Any, Callable, Dict, List, Optional, Tuple,
+                    Type, Union, cast)
 
 import zmq
 from tornado.ioloop import IOLoop
@@ -40,6 +41,9 @@ from ._stats_stream import StatsStream
 from .config import MAX_SECONDS, to_bool, to_number
 from .errors import CallError, CircusPluginError, ConfigError, MalformedEvent
 from .events import PLUGIN_PREFIX, plugin_event, shorten
+
+if TYPE_CHECKING:
+    from ._shared import SharedAnswers
 
 #: Seconds during which :meth:`CircusPlugin.change_state` asks a busy circusd again.
 BUSY_RETRY = 30.0
@@ -142,6 +146,10 @@ class CircusPlugin(metaclass=_PluginMeta):
     # may even touch the loop before calling this class's constructor.
     __loop: Optional[IOLoop] = None
     __tasks_before_stop: AbstractSet[asyncio.Task] = frozenset()
+    # Set by a host before the start: read-only questions answered once for its plugins.
+    _shared_answers: Optional['SharedAnswers'] = None
+    # time.monotonic() of the last circusd event received: no shared answer older.
+    __event_at = float('-inf')
 
     #: Seconds: at stop, events already on their way are still handled, until none has
     #: come for this long (and for at most half of ``call_timeout`` in all); 0, the
@@ -617,6 +625,7 @@ class CircusPlugin(metaclass=_PluginMeta):
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self.__event_at = time.monotonic()
             if len(frames) != 2:
                 self.log.warning('ignored an event of %d frames', len(frames))
                 continue
@@ -676,8 +685,18 @@ class CircusPlugin(metaclass=_PluginMeta):
             reaction to events need it: circusd is often busy reaping at that moment. If
             circusd is still busy at the deadline, its last refusal is returned.
         :raises CallError: no reply within :attr:`call_timeout` seconds.
+
+        In a :class:`~circus_plugins.host.PluginHost`, a read-only question (``list``,
+        ``stats``...) that another plugin of the host asks at the same time gets one
+        request's answer (:mod:`circus_plugins._shared`).
         """
         client = self.__require_client(command)
+        shared = self._shared_answers
+        if shared is not None and not busy_retry:
+            return await shared.ask(
+                command, props,
+                lambda: client.call(command, props, self.call_timeout, busy_retry),
+                timeout=self.call_timeout, events_at=self.__event_at)
         return await client.call(command, props, self.call_timeout, busy_retry)
 
     async def ask(self, command: str, *, busy_retry: float = 0.0,

@@ -1,12 +1,15 @@
 """PluginHost: many plugins in one process, under a real circusd 0.19."""
+import asyncio
 import json
 import sys
+from concurrent.futures import Future as ThreadFuture
 
 import pytest
 
-from circus_plugins import ConfigError
+from circus_plugins import CallError, CircusPlugin, ConfigError
+from circus_plugins._shared import SharedAnswers
 from circus_plugins.host import PluginHost
-from circus_plugins.testing import PluginProcess, wait_for
+from circus_plugins.testing import CommandCounter, PluginProcess, wait_for
 from conftest import PLUGIN_ENV
 
 FLAKY = {'cmd': sys.executable + ' -c "raise SystemExit(3)"', 'numprocesses': 1}
@@ -178,3 +181,111 @@ def test_the_host_publishes_its_plugins_events(circusd, tmp_path):
     finally:
         outside.close()
         context.term()
+
+
+# -- one request for the same question of several plugins -------------------------------
+
+class AsksList(CircusPlugin):
+    """Asks circusd's ``list`` when told to: :meth:`ask_now` (any thread) returns a
+    future of the reply. Counts circusd's events."""
+
+    events = 0
+
+    def handle_recv(self, data):
+        self.events += 1
+
+    def ask_now(self):
+        answer = ThreadFuture()
+
+        async def ask():
+            try:
+                answer.set_result(await self.call_async('list'))
+            except Exception as exc:
+                answer.set_exception(exc)
+        self.loop.add_callback(ask)
+        return answer
+
+
+def test_plugins_of_a_host_asking_the_same_share_one_request(circusd, tmp_path):
+    ini = tmp_path / 'plugins.ini'
+    ini.write_text('[plugin:one]\nuse = test_host.AsksList\n\n'
+                   '[plugin:two]\nuse = test_host.AsksList\n')
+    with CommandCounter(circusd.endpoint) as counter:
+        host = PluginHost(counter.endpoint, circusd.pubsub_endpoint, 1.0, config=ini)
+        host.answers.window = 60.0  # the second ask shares, however late on a slow machine
+        with host:
+            one, two = host.plugins
+            replies = [future.result(5) for future in (one.ask_now(), two.ask_now())]
+            assert counter.snapshot() == {'list': 1}
+            # after an event, an answer from before it is not shared: asked once again
+            circusd.call('incr', name='sleeper')
+            wait_for(lambda: one.events and two.events, what='the event to reach both')
+            again = [future.result(5) for future in (one.ask_now(), two.ask_now())]
+            assert counter.snapshot() == {'list': 2}
+    assert replies[0] == replies[1] and replies[0]['watchers'] == ['sleeper']
+    assert replies[0] is not replies[1] and again[0] == again[1]
+    assert host.answers.shared == 2
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_shared_answers_in_flight_recent_and_not_kept_when_wrong():
+    clock = _Clock()
+    table = SharedAnswers(window=0.5, clock=clock)
+    sent = []
+    replies = {'list': {'status': 'ok', 'watchers': ['web']}}
+
+    async def ask(command, events_at=float('-inf'), **props):
+        async def send():
+            sent.append(command)
+            await asyncio.sleep(0.01)  # in flight while the others ask
+            reply = replies[command]
+            if isinstance(reply, Exception):
+                raise reply
+            return dict(reply)
+        return await table.ask(command, props, send, timeout=1.0, events_at=events_at)
+
+    async def scenario():
+        # asked at once: one request, a copy each
+        first, second = await asyncio.gather(ask('list'), ask('list'))
+        assert first == second == replies['list'] and first is not second
+        assert sent == ['list']
+        second['watchers'].append('changed by a plugin')
+        clock.now += 0.4  # recent: shared, unchanged by the other plugin
+        assert await ask('list') == replies['list'] and sent == ['list']
+        # an asker that got an event since the request was sent asks again
+        assert await ask('list', events_at=clock.now - 0.1) == replies['list']
+        assert sent == ['list'] * 2
+        clock.now += 0.6  # too old
+        await ask('list')
+        assert sent == ['list'] * 3
+        # other properties, or a command that changes state: asked each time
+        await asyncio.gather(ask('list', name='web'), ask('list', name='api'))
+        replies['restart'] = {'status': 'ok'}
+        await asyncio.gather(ask('restart', name='web'), ask('restart', name='web'))
+        assert sent[3:] == ['list', 'list', 'restart', 'restart']
+
+        # an error reaches the plugins waiting for it, and only them
+        del sent[:]
+        replies['status'] = {'status': 'error', 'reason': 'busy', 'errno': 5}
+        assert [r['status'] for r in await asyncio.gather(
+            ask('status', name='web'), ask('status', name='web'))] == ['error'] * 2
+        assert sent == ['status']
+        await ask('status', name='web')
+        assert sent == ['status'] * 2
+        replies['stats'] = CallError('no reply within 5 s')
+        results = await asyncio.gather(ask('stats'), ask('stats'), return_exceptions=True)
+        assert all(isinstance(r, CallError) for r in results)
+        await asyncio.gather(ask('stats'), return_exceptions=True)
+        assert sent == ['status'] * 2 + ['stats'] * 2
+    _run(scenario())
