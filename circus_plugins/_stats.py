@@ -11,7 +11,9 @@ it; a process that ended meanwhile is a string (``'No such process (stopped?)'``
 circusd-stats (``[circus] statsd = True``) publishes the same figures about every second,
 two frames each (see :meth:`~circus_plugins.CircusPlugin.handle_stats`):
 ``stat.<watcher>.<pid>`` for one process and ``stat.<watcher>`` for a watcher's totals;
-``stat.circus...`` and ``stat.sockets...`` are about circus itself and are ignored.
+``stat.circus...`` and ``stat.sockets...`` are about circus itself and are ignored, but
+for circus's own watchers (``circusd-stats``, ``circushttpd``), read as watchers as
+``stats`` reports them.
 :func:`read_stat` types one message (:class:`ProcessStat` or :class:`WatcherTotals`) and
 :class:`LatestFigures` keeps the latest figures of each process, for every plugin that
 would otherwise poll ``stats``. In the stream ``mem_info1`` is rounded as circus writes it
@@ -101,6 +103,8 @@ STALE_AFTER = 5.0
 
 #: Topics of circus's own figures, not a watcher's.
 _CIRCUS_TOPICS = ('circus', 'sockets')
+#: Watchers that circusd-stats measures under ``stat.circus.<pid>``, with their name.
+_CIRCUS_WATCHERS = ('circusd-stats', 'circushttpd')
 
 
 class ProcessStat(NamedTuple):
@@ -139,11 +143,16 @@ def read_stat(data: Tuple[Any, Any]) -> Optional[Stat]:
     if not topic.startswith('stat.') or not isinstance(message, dict):
         return None
     rest = topic[len('stat.'):]
-    if not rest or rest.split('.', 1)[0] in _CIRCUS_TOPICS:
-        return None
     # Watcher names may hold dots: a process's topic ends with the pid that its
     # 'subtopic' repeats; a watcher's totals carry a list of pids.
     subtopic = _pid(message.get('subtopic'))
+    if subtopic is not None and rest == 'circus.%d' % subtopic \
+            and message.get('name') in _CIRCUS_WATCHERS:
+        # circus's own watchers are measured with circusd, and named: ``stats`` reports
+        # them as watchers, so they are watchers here too.
+        rest = '%s.%d' % (message['name'], subtopic)
+    elif not rest or rest.split('.', 1)[0] in _CIRCUS_TOPICS:
+        return None
     if subtopic is not None and rest.endswith('.%d' % subtopic):
         watcher = rest[:-len('.%d' % subtopic)]
         process = _process(dict(message, children=None), subtopic)
@@ -223,9 +232,10 @@ class LatestFigures:
         self._figures.clear()
 
     def handle_event(self, watcher: str, action: str, pid: Any = None) -> None:
-        """Apply a circusd event: ``reap`` drops ``pid``, ``stop`` and ``remove`` drop the
-        watcher; other actions change nothing."""
-        if action == 'reap':
+        """Apply a circusd event: ``reap`` and ``kill`` drop ``pid`` (circusd-stats stops
+        measuring a process at its kill), ``stop`` and ``remove`` drop the watcher; other
+        actions change nothing."""
+        if action in ('reap', 'kill'):
             self.forget(watcher, pid)
         elif action in ('stop', 'remove'):
             self.forget_watcher(watcher)

@@ -34,8 +34,12 @@ def test_watcher_names_with_dots_and_digits():
 
 
 def test_circus_own_figures_and_junk_are_ignored():
-    assert read_stat(message('stat.circus.77', dict(PROCESS, subtopic=77, name='circusd'))) \
-        is None
+    assert read_stat(message('stat.circus.77', dict(PROCESS, pid=77, subtopic=77,
+                                                    name='circusd'))) is None
+    # circus's own watchers are watchers, as circusd's stats command reports them.
+    assert read_stat(message('stat.circus.78', dict(PROCESS, pid=78, subtopic=78,
+                                                    name='circusd-stats'))) == ProcessStat(
+        'circusd-stats', Process(78, 12.5, 0.3, 17 << 20, ()))
     assert read_stat(message('stat.circus', TOTALS)) is None
     assert read_stat(message('stat.sockets.5', {'fd': 5, 'reads': 0, 'subtopic': 5})) is None
     assert read_stat(message('stat.sockets', {'reads': 0})) is None
@@ -62,9 +66,11 @@ _JUNK = st.recursive(
                                                                 max_size=3),
     max_leaves=4)
 _FIELDS = st.fixed_dictionaries({}, optional={
-    key: _JUNK | st.just(value) for key, value in list(PROCESS.items()) + [('pid', [1, 2])]})
+    key: _JUNK | st.just(value) for key, value in list(PROCESS.items()) + [
+        ('pid', [1, 2]), ('name', 'circusd-stats')]})
 _TOPICS = st.sampled_from(['stat.web', 'stat.web.4242', 'stat.a.b.4242', 'stat.', 'stat',
-                           'stat.circus', 'stat.sockets.3', 'stat.web.12']) | st.text(max_size=12)
+                           'stat.circus', 'stat.circus.4242', 'stat.sockets.3',
+                           'stat.web.12']) | st.text(max_size=12)
 
 
 @settings(max_examples=150, deadline=None)
@@ -73,7 +79,7 @@ def test_any_message_is_typed_or_ignored_never_raises(topic, fields):
     stat = read_stat((topic.encode('utf-8', 'surrogatepass'), json.dumps(fields).encode()))
     if stat is None:
         return
-    assert stat.watcher and not stat.watcher.startswith(('circus', 'sockets'))
+    assert stat.watcher and stat.watcher.split('.')[0] not in ('circus', 'sockets')
     if isinstance(stat, ProcessStat):
         process = stat.process
         assert type(process.pid) is int and topic.endswith('.%d' % process.pid)
