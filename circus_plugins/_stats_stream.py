@@ -78,14 +78,15 @@ class StatsStream:
         self._connected = False
         self._closed = False
         self._task: Optional[asyncio.Task] = None
-        self._quiet_timer: Any = None
+        self._timer: Any = None  # the next question to circusd, or the quiet check
+        self._delay = _FIRST_RETRY
 
     def start(self) -> None:
         """Connect now if the endpoint is known, else ask circusd in a task (loop only)."""
         if self.endpoint is not None:
             self._connect_to(self.endpoint)
         else:
-            self._task = asyncio.ensure_future(self._find_endpoint())
+            self._ask_soon()
 
     @property
     def live(self) -> bool:
@@ -93,20 +94,26 @@ class StatsStream:
         last = self.last_message
         return last is not None and time.monotonic() - last < LIVE_FOR
 
+    def _ask_soon(self) -> None:
+        # A task per question, none waiting between them: the loop is idle meanwhile.
+        self._timer = None
+        if not self._closed:
+            self._task = asyncio.ensure_future(self._find_endpoint())
+
     async def _find_endpoint(self) -> None:
-        delay = _FIRST_RETRY
-        while not self._closed:
-            endpoint, why = await self._ask_circusd()
-            if endpoint is not None:
-                self._connect_to(endpoint)
-                return
-            if why is not None:
-                self._say('endpoint', logging.INFO, 'no circusd-stats (%s): working '
-                          'without it', why)
-                delay = _RETRY_MAX  # it may be switched on by a restart of circusd
-            else:
-                delay = min(delay * 2, _RETRY_MAX)
-            await asyncio.sleep(delay)
+        endpoint, why = await self._ask_circusd()
+        if self._closed:
+            return
+        if endpoint is not None:
+            self._connect_to(endpoint)
+            return
+        if why is not None:
+            self._say('endpoint', logging.INFO, 'no circusd-stats (%s): working without '
+                      'it', why)
+            self._delay = _RETRY_MAX  # it may be switched on by a restart of circusd
+        else:
+            self._delay = min(self._delay * 2, _RETRY_MAX)
+        self._timer = self._loop.call_later(self._delay, self._ask_soon)
 
     async def _ask_circusd(self) -> Tuple[Optional[str], Optional[str]]:
         """``(endpoint, None)`` when circusd runs circusd-stats; ``(None, why)`` when it
@@ -141,16 +148,16 @@ class StatsStream:
         self._connected = True
         self._loop.add_handler(self.socket, self._on_ready, IOLoop.READ)
         self._loop.add_callback(self.drain)
-        self._quiet_timer = self._loop.call_later(QUIET, self._check_quiet)
+        self._timer = self._loop.call_later(QUIET, self._check_quiet)
 
     def _check_quiet(self) -> None:
-        self._quiet_timer = None
+        self._timer = None
         if self._closed:
             return
         if not self.live:
             self._say('quiet', logging.INFO, 'no circusd-stats message on %s for %g s: '
                       'working without it', self.endpoint, QUIET)
-        self._quiet_timer = self._loop.call_later(LIVE_FOR, self._check_quiet)
+        self._timer = self._loop.call_later(LIVE_FOR, self._check_quiet)
 
     def _on_ready(self, fd: Any, events: int) -> None:
         self.drain()
@@ -189,7 +196,7 @@ class StatsStream:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-        if self._quiet_timer is not None:
-            self._loop.remove_timeout(self._quiet_timer)
+        if self._timer is not None:
+            self._loop.remove_timeout(self._timer)
         if self._connected:
             self._loop.remove_handler(self.socket)

@@ -537,12 +537,11 @@ class CircusPlugin(metaclass=_PluginMeta):
 
     # -- circusd-stats ---------------------------------------------------------------------
 
-    @classmethod
-    def wants_stats(cls) -> bool:
-        """Whether the plugin takes circusd-stats's stream: it overrides
-        :meth:`handle_stats`."""
-        return getattr(cls.handle_stats, '__func__', cls.handle_stats) \
-            is not CircusPlugin.handle_stats
+    def wants_stats(self) -> bool:
+        """Whether the plugin takes circusd-stats's stream, asked once at start: by
+        default, when its class overrides :meth:`handle_stats`. A plugin whose options
+        say not to read the stream returns false (no socket is opened)."""
+        return type(self).handle_stats is not CircusPlugin.handle_stats
 
     def __open_stats(self) -> None:
         stream = self.__stats = StatsStream(
