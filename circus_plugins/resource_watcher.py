@@ -1,7 +1,8 @@
 """Restarting a watcher whose processes use too much, or too little, CPU or memory.
 
-Every ``loop_rate`` seconds the plugin reads circusd's ``stats`` for one watcher and
-compares its processes with the limits below. Each limit keeps its own count of checks
+Every ``loop_rate`` seconds the plugin reads the figures of one watcher's processes
+(from circusd-stats's stream when circusd runs it, else from circusd's ``stats``: option
+``stats_source``) and compares them with the limits below. Each limit keeps its own count of checks
 in a row that broke it; a check that keeps the limit sets that count back to zero. When
 a count goes past ``max_count`` (so at the ``max_count + 1``-th bad check in a row, as in
 circus), the watcher is restarted; with ``process_children``, a child process of the
@@ -40,7 +41,7 @@ from ._log import SayOnce
 from ._stats import Process, human_to_bytes, processes
 from .config import LARGEST, MAX_COUNT, signal_name, to_name, to_number, to_signum
 from .errors import ConfigError
-from .statsd import BaseObserver
+from .statsd import StreamObserver
 
 #: Values that switch a limit off.
 _OFF = {'', 'none', 'off', 'no', 'false'}
@@ -89,7 +90,7 @@ def to_limit(value: Any, option: str, *, sizes: bool = False,
     return None if zero_is_off and limit.value == 0 else limit
 
 
-class ResourceWatcher(BaseObserver):
+class ResourceWatcher(StreamObserver):
     """Restarts watcher ``watcher`` when its processes stay beyond a CPU, memory or
     health limit for more than ``max_count`` checks in a row, one check every
     ``loop_rate`` seconds (default 60).
@@ -100,7 +101,10 @@ class ResourceWatcher(BaseObserver):
     options: ``watcher`` (required; ``service`` is a deprecated alias), ``max_count``
     (3), ``process_children`` (false: when true, each child of the watcher's processes is
     judged too, on memory only, and sent ``child_signal`` instead of a restart),
-    ``child_signal`` (``SIGTERM``, a name or a number), and those of
+    ``child_signal`` (``SIGTERM``, a name or a number), ``stats_source`` (``auto``: the
+    figures of circusd-stats's stream while it is live, else circusd's ``stats``;
+    ``stream``; ``poll``; see :class:`~circus_plugins.statsd.StreamObserver`; children
+    are not in the stream, so ``process_children`` always asks ``stats``), and those of
     :class:`~circus_plugins.statsd.BaseObserver`.
 
     Sends the statsd counters ``_resource_watcher.<watcher>.over_cpu``, ``under_cpu``,
@@ -134,6 +138,13 @@ class ResourceWatcher(BaseObserver):
         self.max_count = self.option('max_count', 3, int, minimum=0, maximum=MAX_COUNT)
         self.process_children = self.option('process_children', False, bool)
         self.child_signal = self.option('child_signal', 'SIGTERM', to_signum)
+        if self.process_children:
+            # circusd-stats's figures never list children: only ``stats`` has them.
+            if self.stats_source == 'stream':
+                raise ConfigError("plugin %s: option 'stats_source': 'stream' has no "
+                                  "child processes, which process_children judges: use "
+                                  "'auto' or 'poll'" % self.name)
+            self.stats_source = 'poll'
         #: Counts of bad checks in a row: ``{'watcher' or child pid: {kind: count}}``.
         self.counts: Dict[Union[str, int], Dict[str, int]] = {}
         self._known: Set[int] = set()  # the watcher's pids at the previous check
@@ -147,15 +158,9 @@ class ResourceWatcher(BaseObserver):
 
     async def look_after(self) -> None:
         """Read the watcher's stats, count the limits broken, act past ``max_count``."""
-        reply = await self.ask('stats', name=self.watcher)
-        if reply.get('status') != 'ok':
-            self._count_metric('error')
-            self._say_once('stats', logging.WARNING, '%s: cannot read its stats: %s',
-                           self.watcher, reply.get('reason'))
+        found = await self._processes()
+        if found is None:
             return
-        if self._say_once.forget('stats'):
-            self.log.info('%s: stats work again', self.watcher)
-        found = processes(reply.get('info'))
         # circusd answers a restart at once; the old processes may take a while to go.
         self._replaced &= set(found)
         for pid in self._replaced:
@@ -171,6 +176,21 @@ class ResourceWatcher(BaseObserver):
             self.counts.pop(_WATCHER, None)  # stopped: nothing to judge
         if self.process_children:
             await self._look_after_children(found)
+
+    async def _processes(self) -> Optional[Dict[int, Process]]:
+        """The watcher's processes, from the stream or ``stats``; ``None`` (counted and
+        logged) when circusd did not tell."""
+        if self.use_stream():
+            return self.figures.processes(self.watcher)
+        reply = await self.ask('stats', name=self.watcher)
+        if reply.get('status') != 'ok':
+            self._count_metric('error')
+            self._say_once('stats', logging.WARNING, '%s: cannot read its stats: %s',
+                           self.watcher, reply.get('reason'))
+            return None
+        if self._say_once.forget('stats'):
+            self.log.info('%s: stats work again', self.watcher)
+        return processes(reply.get('info'))
 
     async def _look_after_children(self, found: Dict[int, Process]) -> None:
         present = set()

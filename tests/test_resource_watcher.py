@@ -12,8 +12,8 @@ from circus_plugins import ConfigError
 from circus_plugins.config import to_signum
 from circus_plugins.resource_watcher import Limit, ResourceWatcher
 from circus_plugins.statsd import StatsdClient
-from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, \
-    UdpReceiver, wait_for
+from circus_plugins.testing import CommandCounter, EventRecorder, PluginProcess, \
+    ScriptedCircusd, UdpReceiver, wait_for
 from conftest import PLUGIN_ENV, StatsdRecorder, caught_up, look_now
 
 HOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'resource_hog.py')
@@ -99,7 +99,9 @@ class Rig:
         self.stats = {}
         self.plugin = make(**config)
         self.plugin.statsd = self.recorder = StatsdRecorder()
-        self.circusd = ScriptedCircusd(self.plugin, {'stats': self._stats}, ignore=['stats'])
+        # globaloptions and list: the questions of the stream's start (no stream here).
+        self.circusd = ScriptedCircusd(self.plugin, {'stats': self._stats},
+                                       ignore=['stats', 'globaloptions', 'list'])
 
     def _stats(self, name):
         assert name == 'web'
@@ -395,6 +397,57 @@ def test_runs_from_circus_plugin(start_circusd, udp):
         wait_for(lambda: 'burner: restarted' in plugin.log(),
                  what='the restart in the log')
     assert plugin.returncode == 0
+
+
+def stream_message(watcher, pid, **figures):
+    body = dict({'pid': pid, 'subtopic': pid, 'cpu': 0.0, 'mem': 0.1, 'mem_info1': '10M',
+                 'children': []}, **figures)
+    return ('stat.%s.%d' % (watcher, pid)).encode(), json.dumps(body).encode()
+
+
+def test_stats_source_option():
+    assert make().stats_source == 'auto' and make().wants_stats()
+    assert make(stats_source='Stream').stats_source == 'stream'
+    assert not make(stats_source='poll').wants_stats()
+    with pytest.raises(ConfigError, match="stats_source.*'sometimes'"):
+        make(stats_source='sometimes')
+    # Children are not in the stream: they need stats.
+    assert not make(process_children='true').wants_stats()
+    with pytest.raises(ConfigError, match="stats_source.*process_children"):
+        make(process_children='true', stats_source='stream')
+
+
+def test_the_rules_on_the_stream_ask_no_stats(rig):
+    rw = rig(stats_source='stream', max_mem='50M', max_count='1')
+    asked = []
+    rw.circusd.replies['stats'] = lambda **props: asked.append(props)
+
+    def give(*messages):
+        rw.circusd.on_loop(lambda: [rw.plugin.handle_stats(m) for m in messages])
+    give(stream_message('web', 11, mem_info1='60M'), stream_message('web', 12),
+         stream_message('other', 13, mem_info1='90M'))
+    rw.check(2)
+    assert rw.counted() == ['over_memory', 'over_memory', 'restarting']
+    assert rw.commands() == [('restart', {'name': 'web'})]
+    # The restarted processes are not judged again; a reaped one is forgotten at once.
+    rw.circusd.feed('web', 'reap', process_pid=12, time=time.time())
+    give(stream_message('web', 14, mem_info1='60M'))
+    rw.check()
+    assert rw.counted()[3:] == ['over_memory'] and asked == []
+
+
+def test_memory_hog_restarted_from_the_stream_alone(start_circusd):
+    circusd = start_circusd(watchers={'hog': {'cmd': '%s %s hold 40' % (sys.executable, HOG)}},
+                            circus={'statsd': True})
+    before = wait_for(lambda: circusd.pids('hog'), what='the hog')
+    with CommandCounter(circusd.endpoint) as counter:
+        rw = ResourceWatcher(counter.endpoint, circusd.pubsub_endpoint, 1.0, watcher='hog',
+                             stats_source='stream', loop_rate='0.3', max_count='1',
+                             max_mem='25M', max_cpu='off', health_threshold='off')
+        with rw:
+            wait_for(lambda: circusd.pids('hog') not in ([], before), timeout=8,
+                     interval=0.1, what='the hog to be restarted')
+        assert counter.counts['stats'] == 0 and counter.counts['restart'] == 1
 
 
 def test_unreachable_circusd_counts_errors(udp):

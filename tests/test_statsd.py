@@ -1,5 +1,6 @@
 """The statsd client and plugins: wire format, batching, sampling, and under circusd."""
 import collections
+import json
 import logging
 import os
 import random
@@ -13,8 +14,8 @@ import pytest
 from circus_plugins import CallError, ConfigError
 from circus_plugins._stats import human_to_bytes
 from circus_plugins.statsd import FullStats, StatsdClient, StatsdEmitter
-from circus_plugins.testing import EventRecorder, PluginProcess, ScriptedCircusd, \
-    UdpReceiver, free_port, wait_connected, wait_for
+from circus_plugins.testing import CommandCounter, EventRecorder, PluginProcess, \
+    ScriptedCircusd, UdpReceiver, free_port, wait_connected, wait_for
 from conftest import StatsdRecorder, caught_up, end_process, look_now
 
 NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0)
@@ -208,6 +209,61 @@ def test_full_stats_reads_stats_as_the_resource_watcher_does():
                                ('_stats.web.cpu_max', 12.5), ('_stats.web.cpu_sum', 12.5),
                                ('_stats.web.mem_pct_max', 1.5), ('_stats.web.mem_pct_sum', 1.5),
                                ('_stats.web.mem_max', 2048), ('_stats.web.mem_sum', 2048)]
+
+
+def stat(watcher, pid, **figures):
+    body = dict({'pid': pid, 'subtopic': pid, 'cpu': 0.0, 'mem': 0.1, 'mem_info1': '1K',
+                 'children': []}, **figures)
+    return ('stat.%s.%d' % (watcher, pid)).encode(), json.dumps(body).encode()
+
+
+def test_full_stats_gauges_from_the_stream():
+    stats = FullStats(*NOWHERE, stats_source='stream')
+    stats.statsd = recorder = StatsdRecorder()
+    with ScriptedCircusd(stats, ignore=['globaloptions', 'list']) as circusd:
+        circusd.feed('web', 'spawn', process_pid=1)
+        circusd.on_loop(lambda: [stats.handle_stats(data) for data in (
+            stat('web', 1, cpu=12.5, mem=1.5, mem_info1='2K'), stat('web', 2, cpu='N/A'),
+            stat('db', 3), stat('plugin:stats', 4), (b'stat.web', b'{"pid": [1, 2]}'),
+            stat('circus', 5))])
+        look_now(circusd)
+        assert recorder.gauges == [
+            ('_stats.db.watchers_num', 1), ('_stats.db.cpu_max', 0.0),
+            ('_stats.db.cpu_sum', 0.0), ('_stats.db.mem_pct_max', 0.1),
+            ('_stats.db.mem_pct_sum', 0.1), ('_stats.db.mem_max', 1024),
+            ('_stats.db.mem_sum', 1024),
+            ('_stats.web.spawn_count', 1), ('_stats.web.watchers_num', 2),
+            ('_stats.web.cpu_max', 12.5), ('_stats.web.cpu_sum', 12.5),
+            ('_stats.web.mem_pct_max', 1.5), ('_stats.web.mem_pct_sum', 1.6),
+            ('_stats.web.mem_max', 2048), ('_stats.web.mem_sum', 3072)]
+        # A stopped watcher is still gauged, with no process, as stats reports it; a
+        # removed one is not.
+        circusd.feed('web', 'stop')
+        circusd.feed('db', 'remove')
+        del recorder.gauges[:]
+        look_now(circusd)
+        assert recorder.gauges == [('_stats.web.spawn_count', 1),
+                                   ('_stats.web.watchers_num', 0)]
+        assert circusd.no_command()  # no stats asked
+
+
+def test_full_stats_reads_the_stream_once_it_is_live(start_circusd):
+    circusd = start_circusd(watchers={'sleeper': {'cmd': 'sleep 1000', 'numprocesses': 2}},
+                            circus={'statsd': True})
+    with CommandCounter(circusd.endpoint) as counter:
+        stats = FullStats(counter.endpoint, circusd.pubsub_endpoint, 1.0, loop_rate='0.2')
+        stats.statsd = recorder = StatsdRecorder()
+        with stats:
+            wait_for(lambda: stats.stats_live, timeout=8, what='the stream')
+            asked = counter.counts['stats']
+            del recorder.gauges[:]
+            # Two rounds: the second cannot come from a stats asked before.
+            wait_for(lambda: recorder.gauges.count(('_stats.sleeper.watchers_num', 2)) >= 2
+                     and ('_stats.circusd-stats.watchers_num', 1) in recorder.gauges,
+                     what='the gauges from the stream')
+            assert counter.counts['stats'] == asked, (dict(counter.counts), asked)
+    mem_max = [value for name, value in recorder.gauges if name == '_stats.sleeper.mem_max']
+    assert mem_max[0] > 100000
 
 
 # -- a replaced client -----------------------------------------------------------------------
