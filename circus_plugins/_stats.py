@@ -17,7 +17,7 @@ for circus's own watchers (``circusd-stats``, ``circushttpd``), read as watchers
 :func:`read_stat` types one message (:class:`ProcessStat` or :class:`WatcherTotals`) and
 :class:`LatestFigures` keeps the latest figures of each process, for every plugin that
 would otherwise poll ``stats``. In the stream ``mem_info1`` is rounded as circus writes it
-(``'17M'``: 17 MiB, to three significant digits at most) and ``children`` is always empty.
+(``'17.23M'``: two decimals of its unit, within 0.5 %) and ``children`` is always empty.
 """
 import json
 import math
