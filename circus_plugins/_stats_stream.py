@@ -110,10 +110,10 @@ class StatsStream:
         if why is not None:
             self._say('endpoint', logging.INFO, 'no circusd-stats (%s): working without '
                       'it', why)
-            self._delay = _RETRY_MAX  # it may be switched on by a restart of circusd
-        else:
-            self._delay = min(self._delay * 2, _RETRY_MAX)
-        self._timer = self._loop.call_later(self._delay, self._ask_soon)
+            delay = _RETRY_MAX  # it may be switched on by a restart of circusd
+        else:  # circusd did not answer (not started yet?): soon, then less and less often
+            delay, self._delay = self._delay, min(self._delay * 2, _RETRY_MAX)
+        self._timer = self._loop.call_later(delay, self._ask_soon)
 
     async def _ask_circusd(self) -> Tuple[Optional[str], Optional[str]]:
         """``(endpoint, None)`` when circusd runs circusd-stats; ``(None, why)`` when it

@@ -9,7 +9,8 @@ import pytest
 
 from circus_plugins import CircusPlugin, ConfigError
 from circus_plugins._stats import ProcessStat, WatcherTotals, read_stat
-from circus_plugins.testing import wait_for
+from circus_plugins.testing import Circusd, wait_for
+from conftest import PLUGIN_ENV
 
 
 class Quiet(CircusPlugin):
@@ -96,3 +97,18 @@ def test_no_stats_socket_unless_handle_stats_is_overridden_and_none_without_stat
 def test_a_bad_stats_endpoint_is_named():
     with pytest.raises(ConfigError, match="plugin listener: .*stats_endpoint.*'tcp://x'"):
         Listener('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, stats_endpoint='tcp://x')
+
+
+def test_a_circusd_started_after_the_plugin_is_asked_again(tmp_path):
+    circusd = Circusd(tmp_path, watchers={'sleeper': {'cmd': 'sleep 1000',
+                                                      'numprocesses': 2}},
+                      circus={'statsd': True}, env=PLUGIN_ENV)
+    listener = plugin(Listener, circusd, call_timeout='0.2')
+    started = time.monotonic()
+    with listener:
+        assert time.monotonic() - started < 2  # the start does not wait for circusd
+        try:
+            circusd.start()
+            heard(listener, circusd.pids('sleeper'))
+        finally:
+            circusd.stop()
