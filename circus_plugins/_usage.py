@@ -3,16 +3,34 @@
 :class:`UsageReader` reads them for the pids circusd reports (the plugin must run on
 circusd's machine). psutil reads ``/proc``: call :meth:`UsageReader.read` in a worker
 thread (``await loop.run_in_executor(None, reader.read, keys)``), one call at a time.
+That costs circusd nothing, unlike its ``stats`` command.
+
+:func:`to_stats_source` reads the ``stats_source`` option of the plugins that may take
+figures from circusd-stats's stream instead.
 """
 from typing import Any, Dict, Iterable, NamedTuple, Tuple
 
-from .errors import PluginLoadError
+from .errors import ConfigError, PluginLoadError
 
-__all__ = ['Usage', 'UsageReader', 'import_psutil']
+__all__ = ['Usage', 'UsageReader', 'import_psutil', 'to_stats_source', 'STATS_SOURCES']
+
+#: The values of option ``stats_source``: ``auto``, circusd-stats's stream while it is live
+#: and the plugin's other source otherwise; ``stream``, the stream's figures whenever it
+#: has some; ``poll``, never the stream (the plugin opens no socket for it).
+STATS_SOURCES = ('auto', 'stream', 'poll')
 
 #: A process: its pid and when it started (seconds since the epoch, as circusd says), so
 #: that a pid used again is another process.
 Key = Tuple[int, float]
+
+
+def to_stats_source(value: Any, option: str = 'stats_source') -> str:
+    """Read option ``stats_source``: one of :data:`STATS_SOURCES`."""
+    text = str(value).strip().lower()
+    if text not in STATS_SOURCES:
+        raise ConfigError('option %r: %r is not one of %s' % (option, value,
+                                                              ', '.join(STATS_SOURCES)))
+    return text
 
 
 class Usage(NamedTuple):

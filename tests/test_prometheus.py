@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from circus_plugins import ConfigError, PluginLoadError
 from circus_plugins.prometheus import RENDER_DELAY, PrometheusExporter
-from circus_plugins.testing import CommandCounter, ScriptedCircusd, wait_for
+from circus_plugins.testing import CommandCounter, ScriptedCircusd, run_on_loop, wait_for
 from conftest import MARKER, heard, plugin_running, running_beside, untrusted_events
 from receivers import PROMTOOL
 
@@ -205,6 +205,42 @@ def test_at_rest_it_asks_only_status_and_events_make_only_the_questions_they_nee
         assert asked_since(before) == {'get': 1}
 
 
+def test_with_circusd_stats_memory_comes_from_its_stream_unless_told_to_poll(start_circusd):
+    import psutil
+    # A Python process: its RSS, some megabytes, shows circus's rounding ('9.45M').
+    sleeper = {'cmd': '%s -c "import time; time.sleep(1000)"' % sys.executable,
+               'numprocesses': 2}
+    circusd = start_circusd(watchers={'web': sleeper}, circus={'statsd': True})
+    with CommandCounter(circusd.endpoint) as counter, exporting(SimpleNamespace(
+            endpoint=counter.endpoint, pubsub_endpoint=circusd.pubsub_endpoint)) as streamed, \
+            exporting(circusd, stats_source='poll') as polled:
+        assert polled.stats_socket is None and streamed.stats_socket is not None
+
+        def stream_rss():
+            figures = run_on_loop(streamed.loop, lambda: streamed.figures.processes('web'))
+            return len(figures) == 2 and sum(figure.rss for figure in figures.values())
+
+        def psutil_rss():
+            return sum(psutil.Process(pid).memory_info().rss for pid in circusd.pids('web'))
+
+        def rss(plugin):
+            return sample(plugin, 'circus_watcher_resident_memory_bytes', watcher='web')
+        wait_for(lambda: stream_rss() and rss(streamed) == stream_rss(), timeout=8,
+                 what="the stream's memory figures on the page")
+        wait_for(lambda: rss(polled) == psutil_rss(), what="psutil's on the other")
+        assert sample(streamed, 'circus_watcher_cpu_seconds_total', watcher='web') > 0
+        # The safety refresh: a get of each watcher, but no list of web, whose processes
+        # the stream names as the events did (circusd-stats's own watcher is listed: the
+        # stream tells of it as one of circus's processes).
+        before = counter.snapshot()
+        run_on_loop(streamed.loop, lambda: setattr(streamed, '_refresh_at', 0.0))
+        wait_for(lambda: counter.snapshot()['status'] >= before['status'] + 3, what='polls')
+        after = counter.snapshot()
+        assert {command: after[command] - before.get(command, 0) for command in after
+                if command != 'status' and after[command] != before.get(command, 0)} == {
+                    'get': 2, 'list': 1}
+
+
 def test_plugin_made_events_are_counted_when_run_beside_it(start_circusd):
     circusd = start_circusd(watchers={'web': WEB})
     with exporting(circusd) as plugin, running_beside(circusd) as other:
@@ -301,6 +337,7 @@ def test_a_port_in_use_is_a_clear_error(start_circusd):
     ({'client_auth_required': 'true'}, 'client certificates need certfile and keyfile'),
     ({'port': '70000'}, "option 'port'"),
     ({'host': 'bad host'}, "option 'host'"),
+    ({'stats_source': 'sometimes'}, "option 'stats_source': 'sometimes' is not one of auto"),
 ])
 def test_bad_options_are_refused_naming_them(config, says):
     with pytest.raises(ConfigError, match='^plugin prometheus: ') as raised:
@@ -317,6 +354,13 @@ def test_without_prometheus_client_one_line_names_the_extra(monkeypatch):
     assert '\n' not in str(raised.value)
 
 
+def scripted_exporter(**options):
+    """An exporter for a ScriptedCircusd, which answers the poll's questions: without
+    circusd-stats's stream (``globaloptions`` is not scripted)."""
+    return PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0',
+                              stats_source='poll', **options)
+
+
 def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(caplog):
     events = untrusted_events(['spawn', 'reap', 'kill', 'stop', 'flapping'])
     junk = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(
@@ -324,7 +368,7 @@ def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(ca
             st.none(), st.integers(), st.text(max_size=5),
             st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)), max_size=3))
     replies = {}
-    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    plugin = scripted_exporter()
     with ScriptedCircusd(plugin, {
             'status': lambda **p: replies.get('status', {'status': 'ok', 'statuses': {}}),
             'list': lambda **p: replies.get('list', {'status': 'ok'}),
@@ -351,7 +395,7 @@ def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(ca
 def test_odd_start_times_in_stats_leave_the_poll_working(caplog):
     infos = {10: {'pid': 10, 'wid': 1, 'started': 10 ** 400},
              11: {'pid': 11, 'wid': 2, 'started': float('nan')}}
-    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    plugin = scripted_exporter()
     with ScriptedCircusd(plugin, {
             'status': {'status': 'ok', 'statuses': {'web': 'active'}},
             'list': {'status': 'ok', 'pids': [10, 11]},
@@ -365,7 +409,7 @@ def test_odd_start_times_in_stats_leave_the_poll_working(caplog):
 
 def test_a_process_stats_is_asked_once_not_every_watchers_at_every_poll():
     infos = {10: {'wid': 1, 'started': 100.0}, 11: {'wid': 2, 'started': 101.0}}
-    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    plugin = scripted_exporter()
     with ScriptedCircusd(plugin, {
             'status': {'status': 'ok', 'statuses': {'web': 'active'}},
             'list': {'status': 'ok', 'pids': [10, 11]},
@@ -388,7 +432,7 @@ def test_a_process_stats_is_asked_once_not_every_watchers_at_every_poll():
 
 
 def test_a_page_scraped_before_is_rendered_again_ahead_of_the_next_scrape():
-    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0')
+    plugin = scripted_exporter()
     with ScriptedCircusd(plugin, {
             'status': {'status': 'ok', 'statuses': {'web': 'active'}},
             'list': {'status': 'ok', 'pids': []},
@@ -407,8 +451,7 @@ def test_new_processes_stats_are_asked_within_a_budget_and_all_are_counted():
     async def slow_stats(name, process):
         await asyncio.sleep(0.03)              # as circusd scanning /proc for each
         return {'status': 'ok', 'info': {'wid': process - 9, 'started': 100.0 + process}}
-    plugin = PrometheusExporter('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, port='0',
-                                loop_rate='0.2')   # half of it: 0.1 s of stats a poll
+    plugin = scripted_exporter(loop_rate='0.2')  # half of it: 0.1 s of stats a poll
     with ScriptedCircusd(plugin, {
             'status': {'status': 'ok', 'statuses': {'web': 'active'}},
             'list': {'status': 'ok', 'pids': list(range(10, 30))},

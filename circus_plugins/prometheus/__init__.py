@@ -13,8 +13,12 @@ its ``spawn``/``reap``/``kill`` events (:class:`~circus_plugins._processes.Proce
 ``kill``, a ``spawn`` beyond numprocesses), ``stats`` of each new process once (its wid and
 start), and all of them again every :data:`~circus_plugins.periodic.SAFETY_REFRESH`
 seconds and after circusd did not answer. The CPU time and memory of each process are
-read with psutil, off the loop (that costs circusd nothing). A page is rendered once per
-change of the snapshot.
+read with psutil, off the loop (that costs circusd nothing). When circusd-stats runs
+(``stats_source``: ``auto``, the default, while its stream is live; ``stream``; never with
+``poll``), the resident memory of each process is its figure in the stream (rounded, as
+circus writes it) and the safety refresh asks no ``list`` of a watcher whose processes the
+stream names as the events did; the CPU seconds still come from psutil (the stream has
+percents). A page is rendered once per change of the snapshot.
 
 It needs ``prometheus_client`` and ``psutil``: ``pip install circus-plugins[prometheus]``.
 """
@@ -33,7 +37,8 @@ from tornado.web import Application, RequestHandler
 
 from .._processes import Processes
 from .._redact import add_secret
-from .._usage import UsageReader
+from .._stats import LatestFigures
+from .._usage import Usage, UsageReader, to_stats_source
 from ..config import MAX_COUNT, to_host
 from ..errors import ConfigError, PluginLoadError
 from ..events import EXIT, Event, Exits, read_event, whole
@@ -105,6 +110,9 @@ class PrometheusExporter(PeriodicPlugin):
             raise ConfigError('plugin %s: option %r: %r is not a URL path'
                               % (self.name, 'path', self.path))
         self.children = o('children', False, bool)
+        #: Where resident memory comes from: circusd-stats's stream or psutil (the CPU
+        #: seconds always from psutil: the stream has percents).
+        self.stats_source = o('stats_source', 'auto', to_stats_source)
         self.user = o('basic_auth_user', '')
         self._password = o('basic_auth_password', '')
         if bool(self.user) != bool(self._password):
@@ -124,6 +132,8 @@ class PrometheusExporter(PeriodicPlugin):
         self._known: Dict[Tuple[str, int], Dict[str, Any]] = {}
         #: The pids of each watcher, kept from events.
         self.processes = Processes()
+        #: The latest figures of circusd-stats's stream, by watcher and pid.
+        self.figures = LatestFigures()
         self._desired: Dict[str, int] = {}    # watcher -> numprocesses, from ``get``
         self._ask_desired: Set[str] = set()   # watchers whose numprocesses may have changed
         self._refresh_at = -math.inf          # monotonic time of the next full refresh
@@ -196,6 +206,7 @@ class PrometheusExporter(PeriodicPlugin):
         else:
             why = self.exits.see(event)
             self._follow(event)
+            self.figures.handle_event(event.watcher, event.action, event.pid())
             if event.action == 'spawn':
                 self.snapshot.spawned(event.watcher)
                 pid = event.pid()
@@ -223,6 +234,49 @@ class PrometheusExporter(PeriodicPlugin):
             if count is None or desired is None or count > desired:
                 self._ask_desired.add(name)
 
+    # -- circusd-stats's stream ------------------------------------------------------------
+
+    # The base class asks this of the plugin at its start: an instance answers from its
+    # option, where the base's classmethod can only see that handle_stats is overridden.
+    def wants_stats(self) -> bool:  # type: ignore[override]
+        """The stream, unless ``stats_source = poll`` (then no socket is opened for it)."""
+        return self.stats_source != 'poll'
+
+    def handle_stats(self, data: Tuple[bytes, bytes]) -> None:
+        self.figures.take(data)
+
+    def _from_stream(self) -> bool:
+        """Whether figures are taken from circusd-stats's stream at this poll."""
+        return self.stats_source == 'stream' or (self.stats_source == 'auto'
+                                                 and self.stats_live)
+
+    def _streamed(self, usage: Dict[Tuple[int, float], Usage],
+                  keys: Dict[Tuple[int, float], str]) -> Dict[Tuple[int, float], Usage]:
+        """``usage`` with the resident memory of circusd-stats where it has a figure of
+        the process (rounded as circus writes it: ``'17.2M'``); not with ``children``,
+        which the stream never counts."""
+        if self.children:
+            return usage
+        latest: Dict[str, Dict[int, Any]] = {}
+        for key, used in list(usage.items()):
+            name = keys[key]
+            if name not in latest:
+                latest[name] = self.figures.processes(name)
+            process = latest[name].get(key[0])
+            if process is not None and process.rss is not None:
+                usage[key] = Usage(used.cpu, process.rss)
+        return usage
+
+    def _stream_agrees(self, names: List[str]) -> List[str]:
+        """The watchers whose pids the stream confirms (a ``list`` of each is not needed at
+        the safety refresh): circusd-stats names the same processes as the events did."""
+        agree = []
+        for name in names:
+            streamed = set(self.figures.processes(name))
+            if streamed and streamed == self.processes.pids(name):
+                agree.append(name)
+        return agree
+
     # -- the poll --------------------------------------------------------------------------
 
     async def look_after(self) -> None:
@@ -236,11 +290,14 @@ class PrometheusExporter(PeriodicPlugin):
         statuses = {str(k): v for k, v in statuses.items()}
         names = list(statuses)
         now = time.monotonic()
+        self.processes.keep(names)
         if now >= self._refresh_at:  # the safety net: ask everything again
             self._refresh_at = now + SAFETY_REFRESH
-            self.processes.stale()
+            confirmed = set(self._stream_agrees(names)) if self._from_stream() else set()
+            for name in names:
+                if name not in confirmed:
+                    self.processes.stale(name)
             self._ask_desired.update(names)
-        self.processes.keep(names)
         for gone in set(self._desired) - set(names):
             del self._desired[gone]
         # Not the ``stats`` of every watcher: circusd 0.19 scans all of /proc for each
@@ -262,9 +319,11 @@ class PrometheusExporter(PeriodicPlugin):
         infos = {name: {str(pid): self._known[(name, pid)] for pid in found
                         if (name, pid) in self._known}
                  for name, found in pids.items() if found is not None}
-        keys = [(pid, start_time(about)) for name in infos
-                for pid, about in process_infos(infos[name])]
-        usage = await self.loop.run_in_executor(None, self.usage.read, keys)
+        keys = {(pid, start_time(about)): name for name in infos
+                for pid, about in process_infos(infos[name])}
+        usage = await self.loop.run_in_executor(None, self.usage.read, list(keys))
+        if self._from_stream():
+            usage = self._streamed(usage, keys)
         running = {name: len(found) for name, found in pids.items() if found is not None}
         desired = {name: self._desired.get(name) for name in names}
         self.snapshot.polled(statuses, infos, desired, usage, running)
