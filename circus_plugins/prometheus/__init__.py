@@ -236,9 +236,7 @@ class PrometheusExporter(PeriodicPlugin):
 
     # -- circusd-stats's stream ------------------------------------------------------------
 
-    # The base class asks this of the plugin at its start: an instance answers from its
-    # option, where the base's classmethod can only see that handle_stats is overridden.
-    def wants_stats(self) -> bool:  # type: ignore[override]
+    def wants_stats(self) -> bool:
         """The stream, unless ``stats_source = poll`` (then no socket is opened for it)."""
         return self.stats_source != 'poll'
 
