@@ -482,6 +482,10 @@ def main(argv=None):
     print('windows of %.0f s after %.0f s of warm-up; N = %s; %s'
           % (args.seconds, args.warmup, ' '.join(map(str, args.watchers)),
              ', '.join(args.configs)))
+    # psutil's CPU times count clock ticks: two readings are off by up to a tick each.
+    tick = 1.0 / os.sysconf('SC_CLK_TCK')
+    print('circusd CPU %% is good to +-%.2f %% of a core in %.0f s windows'
+          % (100.0 * 2 * tick / args.seconds, args.seconds))
     if args.seconds < SLOWEST_TIMER:
         print('(a window under %.0f s may miss the requests of timers of %.0f s: FullStats, '
               "circus 0.19's WatchDog and ResourceWatcher, safety refreshes)"
