@@ -8,7 +8,7 @@ That costs circusd nothing, unlike its ``stats`` command.
 :func:`to_stats_source` reads the ``stats_source`` option of the plugins that may take
 figures from circusd-stats's stream instead.
 """
-from typing import Any, Dict, Iterable, NamedTuple, Tuple
+from typing import Any, Dict, Iterable, NamedTuple, Set, Tuple
 
 from .errors import ConfigError, PluginLoadError
 
@@ -61,6 +61,10 @@ class UsageReader:
     def __init__(self, psutil: Any, children: bool = False) -> None:
         self.psutil, self.children = psutil, children
         self._processes: Dict[Key, Any] = {}
+        #: The keys of the last :meth:`read` whose process no longer exists (not those
+        #: psutil may not read, nor zombies): the caller's list of pids may be out of date
+        #: (or the process ended just now).
+        self.gone: Set[Key] = set()
 
     def forget(self) -> None:
         """Drop every ``psutil.Process`` kept (they are made again)."""
@@ -71,6 +75,7 @@ class UsageReader:
         another user's); the processes not in ``keys`` are forgotten."""
         psutil, usage = self.psutil, {}
         keys = list(keys)
+        gone = set()
         for key in keys:
             try:
                 process = self._processes.get(key)
@@ -90,8 +95,13 @@ class UsageReader:
                         except (psutil.NoSuchProcess, psutil.AccessDenied):
                             pass
                 usage[key] = Usage(cpu, rss)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess) as exc:
                 self._processes.pop(key, None)
+                # A zombie (a NoSuchProcess too) is not gone: circusd will reap it.
+                if isinstance(exc, psutil.NoSuchProcess) and not isinstance(
+                        exc, psutil.ZombieProcess):
+                    gone.add(key)
         for key in set(self._processes) - set(keys):
             del self._processes[key]
+        self.gone = gone
         return usage

@@ -18,6 +18,7 @@ from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from circus_plugins import ConfigError, PluginLoadError
+from circus_plugins._usage import Usage
 from circus_plugins.prometheus import RENDER_DELAY, PrometheusExporter
 from circus_plugins.testing import CommandCounter, ScriptedCircusd, run_on_loop, wait_for
 from conftest import MARKER, heard, plugin_running, running_beside, untrusted_events
@@ -428,6 +429,43 @@ def test_a_process_stats_is_asked_once_not_every_watchers_at_every_poll():
         assert poll() == []
         assert sample(plugin, 'circus_process_start_time_seconds', watcher='web',
                       wid='2') == 101.0
+
+
+def test_a_process_found_ended_without_its_event_has_its_watcher_listed_again_once():
+    pids, ended = [10, 11], set()
+
+    class Reader:  # psutil, as it finds the processes
+        gone = set()
+
+        def read(self, keys):
+            self.gone = {key for key in keys if key[0] in ended}
+            return {key: Usage(1.0, 4096) for key in keys if key[0] not in ended}
+    plugin = scripted_exporter()
+    plugin.usage = Reader()
+    with ScriptedCircusd(plugin, {
+            'status': {'status': 'ok', 'statuses': {'web': 'active'}},
+            'list': lambda name: {'status': 'ok', 'pids': list(pids)},
+            'stats': lambda name, process: {'status': 'ok', 'info': {
+                'wid': process - 9, 'started': 100.0}},
+            'get': {'status': 'ok', 'options': {'numprocesses': 2}}},
+            ignore=('status', 'stats', 'get')) as circusd:
+        def poll():
+            circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
+            circusd.settle()
+            asked = []
+            while not circusd.commands.empty():
+                asked.append(circusd.next_command())
+            return asked
+        poll()                                 # the one at start may have run
+        pids[:], ended = [10, 12], {11}        # 11 ended, 12 came: both events missed
+        assert poll() == []                    # found ended (its reap may be on its way)
+        assert poll() == [('list', {'name': 'web'})]
+        assert sample(plugin, 'circus_process_start_time_seconds', watcher='web',
+                      wid='3') == 100.0
+        pids[:], ended = [10, 12, 13], {13}    # circusd lists one psutil finds ended
+        circusd.feed('web', 'spawn', process_pid=13, time=100.0)
+        assert poll() == [] and poll() == [('list', {'name': 'web'})]
+        assert poll() == [] and poll() == []   # once, not at every poll
 
 
 def test_a_page_scraped_before_is_rendered_again_ahead_of_the_next_scrape():
