@@ -12,7 +12,8 @@ SAFETY_REFRESH`).
 Use it from one thread, the plugin's loop.
 """
 import asyncio
-from typing import Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Set
+from typing import (Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Set,
+                    Tuple)
 
 from .events import MAX_PID, Event, whole
 
@@ -46,6 +47,8 @@ class Processes:
 
     def __init__(self) -> None:
         self._watchers: Dict[str, _Watcher] = {}
+        self._ended: Set[Tuple[str, int]] = set()     # found ended at the last reading
+        self._relisted: Set[Tuple[str, int]] = set()  # of those, the ones made stale
 
     def keep(self, names: Iterable[str]) -> None:
         """The watchers circusd has now (e.g. from ``status``): new ones are to be
@@ -82,6 +85,18 @@ class Processes:
         for key, watcher in self._watchers.items():
             if name is None or key == name:
                 watcher.stale = True
+
+    def ended(self, found: Iterable[Tuple[str, int]]) -> None:
+        """``(watcher, pid)`` of the processes that a reading (psutil's) found ended, at
+        each reading. Those found at the previous one and still kept (no ``reap`` or
+        ``kill`` came in between: missed while circusd restarted?) make their watcher
+        stale, once for each process, not again while circusd goes on listing it."""
+        suspects = {(name, pid) for name, pid in self._ended
+                    if pid in (self.pids(name) or ())}
+        for name, _ in suspects - self._relisted:
+            self.stale(name)
+        self._relisted = suspects
+        self._ended = set(found)
 
     def pids(self, name: str) -> Optional[FrozenSet[int]]:
         """The pids of watcher ``name``; ``None`` when they are not known."""

@@ -122,6 +122,8 @@ class Fake:
             'incr': change(+1), 'decr': change(-1)}
 
     # the plugin's clock, usage reader and psutil
+    gone = frozenset()  # UsageReader.gone: no process found ended without its event
+
     def clock(self):
         return self.now
 

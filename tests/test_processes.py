@@ -55,6 +55,18 @@ def test_events_keep_the_pids_and_a_list_answered_amid_events_is_asked_again(
     assert processes.pids('web') == truth
 
 
+def test_a_process_found_ended_twice_without_its_event_makes_its_watcher_stale_once():
+    processes = Processes()
+    processes.keep(['web', 'db'])
+    refresh(processes, {'web': [1, 2], 'db': [3]})
+    processes.ended([('web', 2), ('db', 3)])
+    processes.see(event('reap', 3, watcher='db'))         # db's came: nothing to ask
+    processes.ended([('web', 2)])
+    assert list(refresh(processes, {'web': [1, 2], 'db': []})) == ['web']
+    processes.ended([('web', 2)])                          # circusd still lists it
+    assert refresh(processes, {'web': [1, 2]}) == {}       # asked once, not again
+
+
 def test_watchers_gone_are_forgotten_and_an_event_without_a_pid_makes_its_watcher_stale():
     processes = Processes()
     processes.keep(['web', 'db'])

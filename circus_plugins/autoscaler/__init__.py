@@ -382,6 +382,8 @@ class Autoscaler(PeriodicPlugin):
                 self._watches[name].forget_load()
             return
         self._say.forget('psutil')
+        self.processes.ended((name, pid) for name, found in pids.items() for pid in found
+                             if (pid, 0.0) in self.usage.gone)
         for name, found in pids.items():
             watch = self._watches.get(name)
             if watch is None:

@@ -137,8 +137,6 @@ class PrometheusExporter(PeriodicPlugin):
         self._desired: Dict[str, int] = {}    # watcher -> numprocesses, from ``get``
         self._ask_desired: Set[str] = set()   # watchers whose numprocesses may have changed
         self._refresh_at = -math.inf          # monotonic time of the next full refresh
-        self._gone: Set[Tuple[str, int]] = set()  # (watcher, pid) psutil found ended
-        self._relisted: Set[Tuple[str, int]] = set()  # those whose watcher was listed
         self._server: Optional[HTTPServer] = None
         #: The port the server listens on (``port``, or the one chosen for ``port = 0``).
         self.bound_port: Optional[int] = None
@@ -291,14 +289,6 @@ class PrometheusExporter(PeriodicPlugin):
         names = list(statuses)
         now = time.monotonic()
         self.processes.keep(names)
-        # Processes psutil found ended at the last poll and still kept (their reap or kill
-        # missed: circusd restarted between two polls?): their watchers are listed again,
-        # once for each such process, not at every poll if circusd keeps listing it.
-        suspects = {(name, pid) for name, pid in self._gone
-                    if pid in (self.processes.pids(name) or ())}
-        for name, _ in suspects - self._relisted:
-            self.processes.stale(name)
-        self._relisted = suspects
         if now >= self._refresh_at:  # the safety net: ask everything again
             self._refresh_at = now + SAFETY_REFRESH
             confirmed = set(self._stream_agrees(names)) if self._from_stream() else set()
@@ -330,8 +320,7 @@ class PrometheusExporter(PeriodicPlugin):
         keys = {(pid, start_time(about)): name for name in infos
                 for pid, about in process_infos(infos[name])}
         usage = await self.loop.run_in_executor(None, self.usage.read, list(keys))
-        # Looked at by the next poll, so that an event on its way makes no needless list.
-        self._gone = {(keys[ended], ended[0]) for ended in self.usage.gone}
+        self.processes.ended((keys[ended], ended[0]) for ended in self.usage.gone)
         if self._from_stream():
             usage = self._streamed(usage, keys)
         running = {name: len(found) for name, found in pids.items() if found is not None}
