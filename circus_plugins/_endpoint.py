@@ -59,3 +59,13 @@ def check_endpoints(value: Any, what: str) -> List[str]:
     if not isinstance(items, (list, tuple)):
         raise ConfigError('%s: %r is not a list of endpoints' % (what, value))
     return [check_endpoint(item, what) for item in items]
+
+
+def endpoint_option(value: Any, key: str) -> str:
+    """:func:`check_endpoint` for option ``key`` of a plugin (the error says "option")."""
+    return check_endpoint(value, 'option %r' % key)
+
+
+def endpoints_option(value: Any, key: str) -> List[str]:
+    """:func:`check_endpoints` for option ``key`` of a plugin."""
+    return check_endpoints(value, 'option %r' % key)

@@ -35,7 +35,7 @@ from tornado.platform.asyncio import BaseAsyncIOLoop
 
 from ._client import Client, ThreadCaller, new_dealer
 from . import _bus
-from ._endpoint import check_endpoint, check_endpoints, check_ssh_server
+from ._endpoint import check_endpoint, check_ssh_server, endpoint_option, endpoints_option
 from ._log import plugin_logger
 from ._stats_stream import StatsStream
 from .config import MAX_SECONDS, to_bool, to_number
@@ -178,11 +178,11 @@ class CircusPlugin(metaclass=_PluginMeta):
                                         maximum=MAX_SECONDS)
         #: Where this plugin publishes the events it emits (a PUB socket bound there), and
         #: where it also receives other processes' plugin-made events (its SUB connects).
-        self.events_publish = self.option('events_publish', None, check_endpoint)
-        self.events_subscribe = self.option('events_subscribe', [], check_endpoints)
+        self.events_publish = self.option('events_publish', None, endpoint_option)
+        self.events_subscribe = self.option('events_subscribe', [], endpoints_option)
         #: circusd-stats's endpoint when given as an option; else circusd is asked
         #: (only by plugins overriding :meth:`handle_stats`).
-        self.stats_endpoint = self.option('stats_endpoint', None, check_endpoint)
+        self.stats_endpoint = self.option('stats_endpoint', None, endpoint_option)
         self.running = False
         #: The plugin's ZeroMQ context while it runs, as in circus 0.19: sockets a plugin
         #: makes from it on the plugin thread are closed when the plugin stops.

@@ -39,7 +39,11 @@ MEMORY = ['nan', 'inf', '-1', '150', '12 parsecs', '1.2.3M', '9' * 400 + 'M',
           '99999999999P', 'M', '-5M']
 HOST = ['', ' ', 'bad host', 'a..b', '-a', 'http://x/', '999.1.1.1', 'x' * 300]
 
-BASE = {'active': BOOL, 'call_timeout': DURATION}
+ENDPOINT = ['', 'nowhere', 'tcp://', 'tcp://127.0.0.1', 'tcp://127.0.0.1:0',
+            'tcp://127.0.0.1:65536', 'http://127.0.0.1:5557', 'tcp://a b:5557']
+BASE = {'active': BOOL, 'call_timeout': DURATION, 'stats_endpoint': ENDPOINT,
+        # A list, in which each bad endpoint is named.
+        'events_publish': ENDPOINT, 'events_subscribe': ENDPOINT[1:-1]}
 STATSD = dict(BASE, host=HOST + ['::1'], port=PORT,
               sample_rate=NUMBER + ['', '-0.1', '1.5'],
               application_name=['', ' ', '.', 'a..b', 'web.', 'x\ny'],

@@ -534,7 +534,7 @@ def test_emitted_events_cross_processes_through_the_option_endpoints(circusd):
 
 
 def test_a_bad_events_endpoint_is_named():
-    with pytest.raises(ConfigError, match="plugin collector: events_publish: 'nowhere'"):
+    with pytest.raises(ConfigError, match="plugin collector: option 'events_publish': 'nowhere'"):
         Collector('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 1.0, events_publish='nowhere')
 
 
