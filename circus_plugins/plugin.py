@@ -31,6 +31,7 @@ from typing import (TYPE_CHECKING, AbstractSet, Any, Callable, Dict, List, Optio
 
 import zmq
 from tornado.ioloop import IOLoop
+from zmq.utils.monitor import recv_monitor_message
 from tornado.platform.asyncio import BaseAsyncIOLoop
 
 from ._client import Client, ThreadCaller, new_dealer
@@ -198,6 +199,8 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.__context: Optional[zmq.Context] = None
         self.__sockets: list = []  # every socket made by __open, closed by __close
         self.__sub: Optional[zmq.Socket] = None
+        self.__monitor: Optional[zmq.Socket] = None  # the SUB's connection events
+        self.__lost = False  # the SUB lost its connection to circusd's pubsub endpoint
         self.__publisher: Optional[zmq.Socket] = None
         self.__shared_context: Optional[zmq.Context] = None
         self.__client: Optional[Client] = None
@@ -512,6 +515,12 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.__context = self.context = self.__shared_context or zmq.Context()
         self.__sub = self.sub_socket = self.__socket(zmq.SUB)
         self.__sub.setsockopt(zmq.SUBSCRIBE, b'watcher.')
+        if self.ssh_server is None:  # through a tunnel, the monitor would see only it
+            self.__monitor = self.__sub.get_monitor_socket(
+                zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            self.__monitor.linger = 0
+            self.__sockets.append(self.__monitor)
+            self.loop.add_handler(self.__monitor, self.__on_monitor_ready, IOLoop.READ)
         self.__connect(self.__sub, self.pubsub_endpoint, 'pubsub_endpoint')
         if self.events_subscribe:
             self.__sub.setsockopt(zmq.SUBSCRIBE, PLUGIN_PREFIX.encode() + b'.')
@@ -532,6 +541,8 @@ class CircusPlugin(metaclass=_PluginMeta):
         self.loop.add_handler(self.__sub, self.__on_sub_ready, IOLoop.READ)
         # Events may already be queued and the socket's fd only signals changes.
         self.loop.add_callback(self.__drain_events)
+        if self.__monitor is not None:  # as for the SUB socket: its fd signals changes
+            self.loop.add_callback(self.__on_monitor_ready, None, None)
         if self.wants_stats():
             self.__open_stats()
 
@@ -584,6 +595,10 @@ class CircusPlugin(metaclass=_PluginMeta):
     def __shutdown(self) -> None:
         if self.__sub is not None:
             self.loop.remove_handler(self.__sub)
+        if self.__monitor is not None:
+            self.loop.remove_handler(self.__monitor)
+            if self.__sub is not None:
+                self.__sub.disable_monitor()
         if self.__stats is not None:
             self.__stats.close()
         if self.__client is not None:
@@ -601,6 +616,7 @@ class CircusPlugin(metaclass=_PluginMeta):
                 sock.close()
         self.__sockets = []
         self.__sub = self.__client = self.__publisher = self.__stats = None
+        self.__monitor = None
         self.sub_socket = self.stats_socket = None
         if context is not None and context is not self.__shared_context:
             # Also closes sockets a plugin made from self.context and left open, which
@@ -638,6 +654,36 @@ class CircusPlugin(metaclass=_PluginMeta):
         # whatever else is waiting on the loop.
         if again:
             self.loop.add_callback(self.__drain_events)
+
+    def __on_monitor_ready(self, fd, events) -> None:
+        """Read the SUB socket's connection events; after a disconnection from circusd's
+        pubsub endpoint, its next connection calls :meth:`handle_reconnect`."""
+        monitor = self.__monitor
+        while monitor is not None and not monitor.closed:
+            try:
+                message = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except Exception:  # a malformed message: never fatal
+                self.log.exception('cannot read a socket monitor message')
+                continue
+            raw = message.get('endpoint', b'')
+            endpoint = raw.decode('utf-8', 'replace') if isinstance(raw, bytes) else str(raw)
+            # The same SUB socket connects to events_subscribe too: not circusd.
+            if endpoint in self.events_subscribe:
+                continue
+            if message.get('event') == zmq.EVENT_DISCONNECTED:
+                self.__lost = True
+            elif message.get('event') == zmq.EVENT_CONNECTED and self.__lost:
+                self.__lost = False
+                if self.__paused:
+                    continue
+                self.log.info('connected again to circusd\'s events at %s: events '
+                              'published meanwhile were lost', endpoint)
+                try:
+                    self.handle_reconnect()
+                except Exception:
+                    self.log.exception('handle_reconnect failed')
 
     # -- commands --------------------------------------------------------------------------
 
@@ -818,6 +864,14 @@ class CircusPlugin(metaclass=_PluginMeta):
         circusd's ``globaloptions`` says, asked without holding up the start. Without
         circusd-stats the plugin logs so once and goes on; see :attr:`stats_live`.
         """
+
+    def handle_reconnect(self) -> None:
+        """Called on the plugin thread when the SUB socket connects again to circusd's
+        pubsub endpoint after losing it (circusd restarted, the network failed): the
+        events published meanwhile were lost, so a plugin keeping a picture of circusd
+        from events reads it again. The subscription reaches circusd a moment after
+        this call. An exception is logged. Not called through an ``ssh_server`` tunnel
+        (the SUB sees only the tunnel) nor for ``events_subscribe`` endpoints."""
 
     def handle_init(self) -> None:
         """Called in the plugin thread, before events flow; the sockets are ready."""
