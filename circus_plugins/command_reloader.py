@@ -12,9 +12,10 @@ circusd is asked only what its events do not say: new watchers come from ``add``
 and a watcher's options are read again (one ``get`` per look at most) after an event that
 says they may have changed (``add``, ``updated``, ``start``, ``reload``, and ``spawn``:
 a ``reloadconfig`` that changes a command publishes no ``updated``, but the new processes
-spawn). Everything (``list``, then ``get`` of each) is read again every
-:data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds, for events lost while the SUB
-socket reconnected::
+spawn). Everything (``list``, then ``get`` of each) is read again at start, a moment after
+the SUB socket reconnected (events were lost meanwhile) and after circusd did not answer;
+and, as a last net, each watcher once every :data:`~circus_plugins.periodic.SAFETY_REFRESH`
+seconds, spread over that time (:meth:`~circus_plugins.periodic.PeriodicPlugin.refresh_due`)::
 
     [plugin:command_reloader]
     use = circus_plugins.command_reloader.CommandReloader
@@ -30,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._log import SayOnce
 from .events import read_event, skip_event
-from .periodic import SAFETY_REFRESH, PeriodicPlugin
+from .periodic import PeriodicPlugin
 
 #: The watcher options the plugin reads to find a watcher's files.
 _KEYS = ['cmd', 'args', 'working_dir', 'env', 'executable']
@@ -45,6 +46,9 @@ _INLINE_LONG = {'--eval', '--print', '--command'}
 _ENV_VALUE_OPTIONS = {'-u', '--unset', '-C', '--chdir', '-S', '--split-string'}
 
 #: Events after which a watcher's command options are read again.
+#: The key of the ``list`` in refresh_due(): no watcher is named so.
+_LIST = ''
+
 _REREAD = frozenset(['add', 'updated', 'start', 'reload', 'spawn'])
 
 #: What identifies the state of a file: real path, modification time (ns) and inode.
@@ -189,8 +193,6 @@ class CommandReloader(PeriodicPlugin):
     name = 'command_reloader'
     default_loop_rate = 1.0
     look_at_start = True  # the first look records what runs now
-    #: Seconds between two reads of every watcher (``list``, then ``get`` of each).
-    safety_refresh = SAFETY_REFRESH
 
     def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
                  ssh_server: Optional[str] = None, **config: Any) -> None:
@@ -198,7 +200,6 @@ class CommandReloader(PeriodicPlugin):
         #: The watchers known, by name (plugin thread only).
         self.watches: Dict[str, _Watch] = {}
         self._problems = SayOnce(self.log)  # by watcher: each logged once, until it is gone
-        self._refresh_at = 0.0  # time.monotonic() of the next read of every watcher
 
     def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
         event = read_event(self.log, data, fields=('start', 'reload'))
@@ -227,20 +228,26 @@ class CommandReloader(PeriodicPlugin):
 
     async def look_after(self) -> None:
         """Look at every watcher once; restart those whose files changed. circusd is
-        asked only about watchers that events said may have changed, and about all of
-        them every :attr:`safety_refresh` seconds."""
-        now = time.monotonic()
-        if now >= self._refresh_at:
-            if not await self._refresh():
-                return
-            self._refresh_at = now + self.safety_refresh
+        asked only about watchers that events said may have changed, and about each
+        of them once every :attr:`safety_refresh` seconds, spread over that time (and
+        all of them at start, after a reconnection and after circusd did not answer);
+        its watchers are listed once in that period too (the name ``''``, no
+        watcher's, stands for the ``list``)."""
+        due = self.refresh_due([_LIST] + list(self.watches), time.monotonic())
+        if _LIST in due and not await self._refresh():
+            self.refresh_everything()  # events may have been missed meanwhile
+            return
+        for name in due:
+            watch = self.watches.get(name)
+            if watch is not None:
+                watch.stale = True
         for name, watch in list(self.watches.items()):
             if self.watches.get(name) is watch:  # not removed meanwhile
                 await self._look_at(name, watch)
 
     async def _refresh(self) -> bool:
-        """List the watchers and mark each one to be read again; False (logged) if
-        circusd does not tell them."""
+        """List the watchers: forget those gone, mark those new to be read; False
+        (logged) if circusd does not tell them."""
         reply = await self.ask('list')
         listed = reply.get('watchers')
         if reply.get('status') != 'ok' or not isinstance(listed, list):
@@ -251,7 +258,7 @@ class CommandReloader(PeriodicPlugin):
         for gone in set(self.watches) - set(names):
             self._forget(gone)
         for name in names:
-            self.watches.setdefault(name, _Watch()).stale = True
+            self.watches.setdefault(name, _Watch())  # a new one is read (stale)
         return True
 
     def _forget(self, name: str) -> None:

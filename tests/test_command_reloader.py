@@ -439,3 +439,26 @@ def test_with_circusd_it_asks_nothing_at_steady_state_and_follows_events(start_c
             wait_for(lambda: quiet(3), timeout=8, what='no more requests')
             counts = counter.snapshot()
     assert (counts['list'], counts['restart'], counts['status']) == (1, 1, 2), counts
+
+
+def test_after_circusd_restarts_on_its_ports_it_reads_everything_again_at_once(
+        start_circusd, tmp_path, caplog):
+    # Events published while the SUB reconnects are lost: the socket monitor sees the
+    # reconnection and the plugin lists and reads every watcher then, not at the slow
+    # safety refresh (SAFETY_REFRESH seconds away).
+    caplog.set_level(logging.INFO, logger='circus_plugins')
+    web = make_script(tmp_path / 'web.sh')
+    circusd = start_circusd(watchers={'web': {'cmd': web}})
+    with CommandCounter(circusd.endpoint) as counter:
+        plugin = CommandReloader(counter.endpoint, circusd.pubsub_endpoint, 1.0,
+                                 loop_rate='0.1')
+        with plugin:
+            wait_for(lambda: 'web: watching' in caplog.text, what='the first look')
+            assert counter.snapshot().get('list') == 1
+            circusd.kill()
+            circusd.start()
+            restarted = time.monotonic()
+            wait_for(lambda: counter.snapshot().get('list') == 2, timeout=4,
+                     what='a list after the reconnection')
+            assert time.monotonic() - restarted < 4
+            assert "connected again to circusd's events" in caplog.text
