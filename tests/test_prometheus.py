@@ -234,7 +234,7 @@ def test_with_circusd_stats_memory_comes_from_its_stream_unless_told_to_poll(sta
         # of web, whose processes the stream names as the events did (circusd-stats's
         # own watcher may be listed: whether the stream tells of it varies).
         before = counter.snapshot()
-        run_on_loop(streamed.loop, lambda: setattr(streamed, '_refresh_at', 0.0))
+        run_on_loop(streamed.loop, streamed.refresh_everything)
         wait_for(lambda: counter.snapshot()['status'] >= before['status'] + 3, what='polls')
         after = counter.snapshot()
         assert after['get'] - before['get'] == 2

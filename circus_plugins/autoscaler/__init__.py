@@ -21,9 +21,10 @@ circusd one ``status`` when nothing happened: the pids of the processes from ``s
 autoscaled watcher only when it is new or its events could not be followed, and after a
 change of ours); a watcher's options (its ``autoscale.*`` and numprocesses) once, then
 again after an ``add``, ``updated`` or ``start`` of it, a ``kill`` or a ``spawn`` beyond its
-numprocesses (``incr`` and ``decr`` by others), and every
-:data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds (``reloadconfig`` publishes no
-``updated``).
+numprocesses (``incr`` and ``decr`` by others). Both are read again for every watcher at
+start, a moment after the SUB socket reconnected and after circusd did not answer, and
+for each watcher once every :data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds,
+spread over that time (``reloadconfig`` publishes no ``updated``).
 """
 import asyncio
 import logging
@@ -38,7 +39,7 @@ from .._usage import Usage, UsageReader, import_psutil
 from ..config import MAX_COUNT, MAX_SECONDS, to_bool, to_matcher, to_number
 from ..errors import ConfigError
 from ..events import CRASH, Event, Exits, read_event, shorten, whole
-from ..periodic import SAFETY_REFRESH, PeriodicPlugin
+from ..periodic import PeriodicPlugin
 from ._scaling import Decision, Settings, Trend, decide
 
 __all__ = ['Autoscaler', 'Settings', 'Trend', 'decide']
@@ -47,8 +48,6 @@ __all__ = ['Autoscaler', 'Settings', 'Trend', 'decide']
 PREFIX = 'autoscale.'
 #: Seconds a watcher is left alone after the flapping plugin stopped it.
 FLAPPING_MEMORY = 600.0
-#: Seconds between two readings of the options of a watcher that no event said changed.
-OPTIONS_EVERY = SAFETY_REFRESH
 #: Largest ``cpu_high``/``cpu_low``, in percent of one core (a process and its children
 #: may use many cores).
 MAX_CPU = 1000000.0
@@ -151,7 +150,6 @@ class Autoscaler(PeriodicPlugin):
         self._watches: Dict[str, _Watch] = {}
         #: The pids of each watcher's processes, kept from events.
         self.processes = Processes()
-        self._refresh_at = -math.inf  # clock time of the next refresh of every pid
         self._crashed: Dict[str, float] = {}   # watcher -> clock time of its last crash
         self._flapped: Dict[str, float] = {}   # watcher -> clock time Flapping stopped it
         self._tasks: set = set()
@@ -202,7 +200,7 @@ class Autoscaler(PeriodicPlugin):
                       'circusd: %s', shorten(reply.get('reason', reply)))
             for known in self._watches.values():
                 known.forget_load()
-            self._refresh_at = -math.inf  # events may be missed meanwhile
+            self.refresh_everything()  # events may be missed meanwhile
             return
         if self._say.forget('status'):
             self.log.info("reading the watchers' states from circusd again")
@@ -212,11 +210,13 @@ class Autoscaler(PeriodicPlugin):
             self._forget(gone)
         self.processes.keep(names)
         now = self.clock()
-        if now >= self._refresh_at:  # the safety net for events missed
-            self._refresh_at = now + SAFETY_REFRESH
-            self.processes.stale()
         for name in names:
             self._watches.setdefault(name, _Watch())
+        # The safety net for events missed: the pids and options of a few watchers each
+        # time, each one every SAFETY_REFRESH seconds, all of them after a reconnection.
+        for name in self.refresh_due(names, now):
+            self.processes.stale(name)
+            self._watches[name].read_at = -math.inf
         stale = [name for name in names if self._stale(self._watches[name], now)]
         await asyncio.gather(*(self._read_options(name) for name in stale))
         now = self.clock()
@@ -238,7 +238,8 @@ class Autoscaler(PeriodicPlugin):
             await self._measure(measured)
 
     def _stale(self, watch: _Watch, now: float) -> bool:
-        return now - watch.read_at >= OPTIONS_EVERY
+        # -inf: never read, or an event or the safety refresh (refresh_due) said so.
+        return watch.read_at == -math.inf
 
     def _forget(self, name: str) -> None:
         for key in self._watches.pop(name).said:

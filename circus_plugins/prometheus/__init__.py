@@ -11,8 +11,9 @@ its ``spawn``/``reap``/``kill`` events (:class:`~circus_plugins._processes.Proce
 ``list`` of a watcher is asked only when it is new or its events could not be followed,
 ``get numprocesses`` when an event says it may have changed (``add``, ``updated``,
 ``kill``, a ``spawn`` beyond numprocesses), ``stats`` of each new process once (its wid and
-start), and all of them again every :data:`~circus_plugins.periodic.SAFETY_REFRESH`
-seconds and after circusd did not answer. The CPU time and memory of each process are
+start), and all of them again at start, a moment after the SUB socket reconnected and
+after circusd did not answer, and each watcher once every
+:data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds, spread over that time. The CPU time and memory of each process are
 read with psutil, off the loop (that costs circusd nothing). When circusd-stats runs
 (``stats_source``: ``auto``, the default, while its stream is live; ``stream``; never with
 ``poll``), the resident memory of each process is its figure in the stream (rounded, as
@@ -42,7 +43,7 @@ from .._usage import Usage, UsageReader, to_stats_source
 from ..config import MAX_COUNT, to_host
 from ..errors import ConfigError, PluginLoadError
 from ..events import EXIT, Event, Exits, read_event, whole
-from ..periodic import SAFETY_REFRESH, PeriodicPlugin
+from ..periodic import PeriodicPlugin
 from ._metrics import Snapshot, process_infos, start_time
 from ._pages import Pages
 
@@ -136,7 +137,6 @@ class PrometheusExporter(PeriodicPlugin):
         self.figures = LatestFigures()
         self._desired: Dict[str, int] = {}    # watcher -> numprocesses, from ``get``
         self._ask_desired: Set[str] = set()   # watchers whose numprocesses may have changed
-        self._refresh_at = -math.inf          # monotonic time of the next full refresh
         self._server: Optional[HTTPServer] = None
         #: The port the server listens on (``port``, or the one chosen for ``port = 0``).
         self.bound_port: Optional[int] = None
@@ -282,20 +282,20 @@ class PrometheusExporter(PeriodicPlugin):
         statuses = status.get('statuses')
         if status.get('status') != 'ok' or not isinstance(statuses, Mapping):
             self.snapshot.down()
-            self._refresh_at = -math.inf  # events were missed meanwhile: ask everything
+            self.refresh_everything()  # events were missed meanwhile: ask everything
             self._render_soon()
             return
         statuses = {str(k): v for k, v in statuses.items()}
         names = list(statuses)
         now = time.monotonic()
         self.processes.keep(names)
-        if now >= self._refresh_at:  # the safety net: ask everything again
-            self._refresh_at = now + SAFETY_REFRESH
-            confirmed = set(self._stream_agrees(names)) if self._from_stream() else set()
-            for name in names:
+        due = self.refresh_due(names, now)  # the safety net: a few watchers each time
+        if due:
+            confirmed = set(self._stream_agrees(due)) if self._from_stream() else set()
+            for name in due:
                 if name not in confirmed:
                     self.processes.stale(name)
-            self._ask_desired.update(names)
+            self._ask_desired.update(due)
         for gone in set(self._desired) - set(names):
             del self._desired[gone]
         # Not the ``stats`` of every watcher: circusd 0.19 scans all of /proc for each
