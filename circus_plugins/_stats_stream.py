@@ -36,10 +36,13 @@ STATS_WATCHER = 'circusd-stats'
 _BURST = 512
 
 #: Seconds before asking circusd again when it did not answer (doubling up to
-#: _RETRY_MAX, which is also how often a circusd without circusd-stats is asked).
+#: _RETRY_MAX).
 _FIRST_RETRY = 1.0
-#: periodic.SAFETY_REFRESH's value; periodic imports plugin, which imports this module.
 _RETRY_MAX = 60.0
+#: Seconds between two questions to a circusd that runs no circusd-stats (a restart of
+#: circusd may switch it on): periodic.SAFETY_REFRESH's value, which cannot be imported
+#: here (periodic imports plugin, which imports this module).
+_ASK_AGAIN = 300.0
 
 
 class StatsStream:
@@ -110,7 +113,7 @@ class StatsStream:
         if why is not None:
             self._say('endpoint', logging.INFO, 'no circusd-stats (%s): working without '
                       'it', why)
-            delay = _RETRY_MAX  # it may be switched on by a restart of circusd
+            delay = _ASK_AGAIN  # it may be switched on by a restart of circusd
         else:  # circusd did not answer (not started yet?): soon, then less and less often
             delay, self._delay = self._delay, min(self._delay * 2, _RETRY_MAX)
         self._timer = self._loop.call_later(delay, self._ask_soon)

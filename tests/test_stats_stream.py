@@ -112,3 +112,9 @@ def test_a_circusd_started_after_the_plugin_is_asked_again(tmp_path):
             heard(listener, circusd.pids('sleeper'))
         finally:
             circusd.stop()
+
+
+def test_a_circusd_without_circusd_stats_is_asked_again_once_per_safety_refresh():
+    from circus_plugins import _stats_stream
+    from circus_plugins.periodic import SAFETY_REFRESH
+    assert _stats_stream._ASK_AGAIN == SAFETY_REFRESH  # cannot import it: kept equal here

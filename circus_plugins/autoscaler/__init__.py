@@ -217,7 +217,7 @@ class Autoscaler(PeriodicPlugin):
         for name in self.refresh_due(names, now):
             self.processes.stale(name)
             self._watches[name].read_at = -math.inf
-        stale = [name for name in names if self._stale(self._watches[name], now)]
+        stale = [name for name in names if self._stale(self._watches[name])]
         await asyncio.gather(*(self._read_options(name) for name in stale))
         now = self.clock()
         measured = []
@@ -237,7 +237,7 @@ class Autoscaler(PeriodicPlugin):
         if measured:
             await self._measure(measured)
 
-    def _stale(self, watch: _Watch, now: float) -> bool:
+    def _stale(self, watch: _Watch) -> bool:
         # -inf: never read, or an event or the safety refresh (refresh_due) said so.
         return watch.read_at == -math.inf
 
