@@ -18,6 +18,9 @@ for circus's own watchers (``circusd-stats``, ``circushttpd``), read as watchers
 :class:`LatestFigures` keeps the latest figures of each process, for every plugin that
 would otherwise poll ``stats``. In the stream ``mem_info1`` is rounded as circus writes it
 (``'17.23M'``: two decimals of its unit, within 0.5 %) and ``children`` is always empty.
+
+:func:`to_stats_source` reads option ``stats_source`` of every plugin that may take these
+figures from more than one place.
 """
 import json
 import math
@@ -25,6 +28,26 @@ import re
 import time
 from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional,
                     Tuple, Union)
+
+from .errors import ConfigError
+
+#: The values of option ``stats_source``: ``auto`` (circusd-stats's stream while it is
+#: live, else the plugin's other sources), ``stream`` (the stream only), ``psutil`` (read
+#: the processes on this machine with psutil) and ``poll`` (no stream socket; circusd's
+#: ``stats``, or for a plugin that always reads psutil, psutil).
+STATS_SOURCES = ('auto', 'stream', 'psutil', 'poll')
+
+
+def to_stats_source(value: Any, option: str = 'stats_source',
+                    allowed: Tuple[str, ...] = STATS_SOURCES) -> str:
+    """Read option ``stats_source``: one of ``allowed`` (a part of :data:`STATS_SOURCES`:
+    a plugin refuses the values that mean nothing to it), else :class:`ConfigError`."""
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise ConfigError('option %r: %r is not one of %s' % (option, value,
+                                                              ', '.join(allowed)))
+    return text
+
 
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40, 'P': 1 << 50}
 

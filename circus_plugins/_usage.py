@@ -3,34 +3,45 @@
 :class:`UsageReader` reads them for the pids circusd reports (the plugin must run on
 circusd's machine). psutil reads ``/proc``: call :meth:`UsageReader.read` in a worker
 thread (``await loop.run_in_executor(None, reader.read, keys)``), one call at a time.
-That costs circusd nothing, unlike its ``stats`` command.
-
-:func:`to_stats_source` reads the ``stats_source`` option of the plugins that may take
-figures from circusd-stats's stream instead.
+That costs circusd nothing, unlike its ``stats`` command. :meth:`UsageReader.figures`
+reads the figures circusd's ``stats`` would answer (CPU and memory percents, resident
+memory, children), for the plugins that would otherwise ask it; :func:`runs_here` says
+whether circusd's processes are on this machine at all.
 """
-from typing import Any, Dict, Iterable, NamedTuple, Set, Tuple
+import ipaddress
+import re
+from typing import Any, Dict, Iterable, NamedTuple, Optional, Set, Tuple
 
-from .errors import ConfigError, PluginLoadError
+from ._stats import Process
+from .errors import PluginLoadError
 
-__all__ = ['Usage', 'UsageReader', 'import_psutil', 'to_stats_source', 'STATS_SOURCES']
-
-#: The values of option ``stats_source``: ``auto``, circusd-stats's stream while it is live
-#: and the plugin's other source otherwise; ``stream``, the stream's figures whenever it
-#: has some; ``poll``, never the stream (the plugin opens no socket for it).
-STATS_SOURCES = ('auto', 'stream', 'poll')
+__all__ = ['Usage', 'UsageReader', 'import_psutil', 'runs_here']
 
 #: A process: its pid and when it started (seconds since the epoch, as circusd says), so
 #: that a pid used again is another process.
 Key = Tuple[int, float]
 
 
-def to_stats_source(value: Any, option: str = 'stats_source') -> str:
-    """Read option ``stats_source``: one of :data:`STATS_SOURCES`."""
-    text = str(value).strip().lower()
-    if text not in STATS_SOURCES:
-        raise ConfigError('option %r: %r is not one of %s' % (option, value,
-                                                              ', '.join(STATS_SOURCES)))
-    return text
+def runs_here(endpoint: str, ssh_server: Optional[str]) -> bool:
+    """Whether circusd at ``endpoint`` runs on this machine, so that its processes may be
+    read here: no ``ssh_server``, and an ``ipc://`` endpoint or a ``tcp://`` one on a
+    loopback address (``127.0.0.0/8``, ``::1``, ``localhost``). Any other address may be
+    this machine's too, but that is not known for sure: ``False``."""
+    if ssh_server:
+        return False
+    text = str(endpoint).strip()
+    if text.startswith('ipc://'):
+        return True
+    match = re.fullmatch(r'tcp://(\[[^\]]*\]|[^:/]*):\d+/?', text)
+    if not match:
+        return False
+    host = match.group(1).strip('[]')
+    if host.lower() == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or junk
+        return False
 
 
 class Usage(NamedTuple):
@@ -61,6 +72,7 @@ class UsageReader:
     def __init__(self, psutil: Any, children: bool = False) -> None:
         self.psutil, self.children = psutil, children
         self._processes: Dict[Key, Any] = {}
+        self._by_pid: Dict[int, Any] = {}  # for figures(): CPU percent needs the same object
         #: The keys of the last :meth:`read` whose process no longer exists (not those
         #: psutil may not read, nor zombies): the caller's list of pids may be out of date
         #: (or the process ended just now).
@@ -105,3 +117,48 @@ class UsageReader:
             del self._processes[key]
         self.gone = gone
         return usage
+
+    def figures(self, pids: Iterable[int]) -> Dict[int, Process]:
+        """What circus 0.19's ``stats`` says of each process of ``pids`` that can be read
+        (not ended, not a zombie, not another user's), as :class:`~circus_plugins._stats.
+        Process`: CPU in percent of one core since the previous call that read the
+        process (psutil's ``cpu_percent``: ``0.0`` at its first reading, as circusd
+        answers for a new process), memory in percent of the machine's (three decimals,
+        as circusd rounds it) and resident memory in bytes (exact, where circusd rounds).
+        With ``children``, each process's direct children too (as circusd lists them),
+        their CPU ``None``: circusd measures them afresh each time, always ``0.0``.
+        Pids not in ``pids`` are forgotten, so a pid used again starts afresh. Blocking
+        (reads ``/proc``): in a worker thread, one call at a time. :attr:`gone` is set
+        to the ``(pid, 0.0)`` of those that no longer exist."""
+        psutil, found, gone = self.psutil, {}, set()
+        pids = set(pids)
+        total = psutil.virtual_memory().total or 1  # once, not once per process
+        for pid in pids:
+            try:
+                process = self._by_pid.get(pid)
+                if process is None:
+                    process = self._by_pid[pid] = psutil.Process(pid)
+                found[pid] = self._figures(process, total, cpu=True)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess) as exc:
+                self._by_pid.pop(pid, None)
+                if isinstance(exc, psutil.NoSuchProcess) and not isinstance(
+                        exc, psutil.ZombieProcess):
+                    gone.add((pid, 0.0))
+        for pid in set(self._by_pid) - pids:
+            del self._by_pid[pid]
+        self.gone = gone
+        return found
+
+    def _figures(self, process: Any, total: int, cpu: bool) -> Process:
+        with process.oneshot():
+            rss = process.memory_info().rss
+            percent = process.cpu_percent(None) if cpu else None
+        children = []
+        if cpu and self.children:
+            for child in process.children():
+                try:
+                    children.append(self._figures(child, total, cpu=False))
+                except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                    pass  # ended meanwhile, or not ours: circusd leaves it out too
+        return Process(process.pid, percent, round(rss * 100.0 / total, 3), rss,
+                       tuple(children))

@@ -1,8 +1,8 @@
 """Restarting a watcher whose processes use too much, or too little, CPU or memory.
 
 Every ``loop_rate`` seconds the plugin reads the figures of one watcher's processes
-(from circusd-stats's stream when circusd runs it, else from circusd's ``stats``: option
-``stats_source``) and compares them with the limits below. Each limit keeps its own count of checks
+(from circusd-stats's stream when circusd runs it, else with psutil when circusd runs on
+this machine, else from circusd's ``stats``: option ``stats_source``) and compares them with the limits below. Each limit keeps its own count of checks
 in a row that broke it; a check that keeps the limit sets that count back to zero. When
 a count goes past ``max_count`` (so at the ``max_count + 1``-th bad check in a row, as in
 circus), the watcher is restarted; with ``process_children``, a child process of the
@@ -102,15 +102,16 @@ class ResourceWatcher(StreamObserver):
     (3), ``process_children`` (false: when true, each child of the watcher's processes is
     judged too, on memory only, and sent ``child_signal`` instead of a restart),
     ``child_signal`` (``SIGTERM``, a name or a number), ``stats_source`` (``auto``: the
-    figures of circusd-stats's stream while it is live, else circusd's ``stats``;
-    ``stream``; ``poll``; see :class:`~circus_plugins.statsd.StreamObserver`; children
-    are not in the stream, so ``process_children`` always asks ``stats``), and those of
+    figures of circusd-stats's stream while it is live, else psutil's when circusd runs
+    on this machine, else circusd's ``stats``; ``stream``; ``psutil``; ``poll``; see
+    :class:`~circus_plugins.statsd.StreamObserver`; children are not in the stream, so
+    ``process_children`` reads psutil or asks ``stats``), and those of
     :class:`~circus_plugins.statsd.BaseObserver`.
 
     Sends the statsd counters ``_resource_watcher.<watcher>.over_cpu``, ``under_cpu``,
     ``over_memory``, ``under_memory``, ``over_health`` (once per bad check),
-    ``restarting`` (once per restart or child signal) and ``error`` (failed ``stats``,
-    refused restart or signal).
+    ``restarting`` (once per restart or child signal) and ``error`` (failed ``stats`` or
+    ``list``, refused restart or signal).
     """
 
     name = 'resource_watcher'
@@ -118,6 +119,7 @@ class ResourceWatcher(StreamObserver):
     def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
                  ssh_server: Optional[str] = None, **config: Any) -> None:
         super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.process_children = self.children_wanted()
         service = self.option('service', '', to_name)
         if service:
             self.log.warning('option "service" is deprecated: use "watcher"')
@@ -136,20 +138,23 @@ class ResourceWatcher(StreamObserver):
         self.health_threshold = self.option('health_threshold', 75, to_limit,
                                             zero_is_off=True)
         self.max_count = self.option('max_count', 3, int, minimum=0, maximum=MAX_COUNT)
-        self.process_children = self.option('process_children', False, bool)
         self.child_signal = self.option('child_signal', 'SIGTERM', to_signum)
         if self.process_children:
-            # circusd-stats's figures never list children: only ``stats`` has them.
+            # circusd-stats's figures never list children: psutil or ``stats`` has them.
             if self.stats_source == 'stream':
                 raise ConfigError("plugin %s: option 'stats_source': 'stream' has no "
                                   "child processes, which process_children judges: use "
-                                  "'auto' or 'poll'" % self.name)
-            self.stats_source = 'poll'
+                                  "'auto', 'psutil' or 'poll'" % self.name)
+            if self.stats_source == 'auto':
+                self.stats_source = 'psutil' if self.reads_here() else 'poll'
         #: Counts of bad checks in a row: ``{'watcher' or child pid: {kind: count}}``.
         self.counts: Dict[Union[str, int], Dict[str, int]] = {}
         self._known: Set[int] = set()  # the watcher's pids at the previous check
         self._replaced: Set[int] = set()  # pids we restarted, maybe still stopping
         self._say_once = SayOnce(self.log)
+
+    def children_wanted(self) -> bool:
+        return bool(self.option('process_children', False, bool))
 
     def _count_metric(self, kind: str) -> None:
         self.metrics.increment('_resource_watcher.%s.%s' % (self.watcher, kind))
@@ -182,6 +187,15 @@ class ResourceWatcher(StreamObserver):
         logged) when circusd did not tell."""
         if self.use_stream():
             return self.figures.processes(self.watcher)
+        if self.use_psutil():
+            found = (await self.read_processes([self.watcher]))[self.watcher]
+            if found is None:
+                self._count_metric('error')
+                self._say_once('stats', logging.WARNING, '%s: cannot list its processes',
+                               self.watcher)
+            elif self._say_once.forget('stats'):
+                self.log.info('%s: its processes are read again', self.watcher)
+            return found
         reply = await self.ask('stats', name=self.watcher)
         if reply.get('status') != 'ok':
             self._count_metric('error')

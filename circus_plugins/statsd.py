@@ -16,12 +16,17 @@ Example ``circus.ini`` section::
     port = 8125
     application_name = web
 """
-from typing import Any, Dict, Optional, Set, Tuple
+import math
+import time
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
-from ._stats import LatestFigures, Process, ProcessStat, WatcherTotals, processes
+from ._processes import Processes
+from ._stats import (LatestFigures, Process, ProcessStat, WatcherTotals, processes,
+                     to_stats_source)
+from ._usage import UsageReader, runs_here
 from .errors import ConfigError
-from .events import Event, read_event
-from .periodic import PeriodicPlugin
+from .events import MAX_TOPIC, Event, read_event
+from .periodic import SAFETY_REFRESH, PeriodicPlugin
 from .statsd_client import Pipeline, StatsdClient
 from .statsd_plugin import StatsdPlugin
 
@@ -67,42 +72,97 @@ class BaseObserver(StatsdPlugin, PeriodicPlugin):
         return True
 
 
-#: Values of option ``stats_source``.
-STATS_SOURCES = ('auto', 'stream', 'poll')
-
-
-def _to_source(value: Any, option: str) -> str:
-    text = str(value).strip().lower()
-    if text not in STATS_SOURCES:
-        raise ConfigError('option %r: %r is not one of %s' % (option, value,
-                                                              ', '.join(STATS_SOURCES)))
-    return text
-
-
 class StreamObserver(BaseObserver):
     """A :class:`BaseObserver` that reads processes' figures from circusd-stats's stream
-    when it can, and asks circusd's ``stats`` when it cannot.
+    when it can, else with psutil on this machine, else by asking circusd's ``stats``.
 
-    Option ``stats_source``: ``auto`` (default: the stream while it is live, see
-    :attr:`~circus_plugins.CircusPlugin.stats_live`, else ``stats``), ``stream`` (the
-    stream only; never ``stats``) or ``poll`` (``stats`` only, as circus 0.19; no stream
-    socket). :attr:`figures` keeps the stream's latest figures, following circusd's
-    ``reap``, ``kill``, ``stop`` and ``remove`` events. Plugin thread only.
+    Option ``stats_source`` (:func:`~circus_plugins._stats.to_stats_source`): ``auto``
+    (default: the stream while it is live, see :attr:`~circus_plugins.CircusPlugin.
+    stats_live`; else psutil when circusd runs here, :func:`~circus_plugins._usage.
+    runs_here`, and psutil imports; else ``stats``), ``stream`` (the stream only; never
+    ``stats``), ``psutil`` (psutil only; circusd must run here) or ``poll`` (``stats``
+    only, as circus 0.19; no stream socket). :attr:`figures` keeps the stream's latest
+    figures, following circusd's ``reap``, ``kill``, ``stop`` and ``remove`` events;
+    :attr:`processes` the pids psutil reads, from events and one ``list`` of each
+    watcher (again every :data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds).
+    Plugin thread only.
     """
 
-    def __init__(self, *args: Any, **config: Any) -> None:
-        super().__init__(*args, **config)
-        self.stats_source = self.option('stats_source', 'auto', _to_source)
+    def __init__(self, endpoint: str, pubsub_endpoint: str, check_delay: float,
+                 ssh_server: Optional[str] = None, **config: Any) -> None:
+        super().__init__(endpoint, pubsub_endpoint, check_delay, ssh_server, **config)
+        self.stats_source = self.option('stats_source', 'auto', to_stats_source)
         #: The stream's latest figures of each process, by watcher.
         self.figures = LatestFigures()
+        #: The pids of the watchers read with psutil, kept from events.
+        self.processes = Processes()
+        self._refresh_at = -math.inf  # monotonic time of the next safety refresh
+        self._usage: Optional[UsageReader] = None
+        here = runs_here(endpoint, ssh_server)
+        if self.stats_source == 'psutil' and not here:
+            raise ConfigError('plugin %s: option %r: %r reads the processes on this '
+                              'machine, but circusd is at %s%s' % (
+                                  self.name, 'stats_source', 'psutil', endpoint,
+                                  ' through ssh' if ssh_server else ''))
+        if self.stats_source in ('auto', 'psutil') and here:
+            try:
+                import psutil
+            except ImportError as exc:
+                if self.stats_source == 'psutil':
+                    raise ConfigError('plugin %s: option %r: %r needs psutil (%s)' % (
+                        self.name, 'stats_source', 'psutil', exc)) from None
+                self.log.info('psutil is missing (%s): figures from circusd\'s stats '
+                              'when circusd-stats is not running', exc)
+            else:
+                self._usage = UsageReader(psutil, children=self.children_wanted())
+
+    def children_wanted(self) -> bool:
+        """Whether psutil reads each process's children too; ``False`` by default."""
+        return False
 
     def wants_stats(self) -> bool:
-        return self.stats_source != 'poll'
+        return self.stats_source in ('auto', 'stream')
 
     def use_stream(self) -> bool:
         """Whether this check reads :attr:`figures` rather than asking ``stats``."""
         return self.stats_source == 'stream' or (self.stats_source == 'auto'
                                                  and self.stats_live)
+
+    def reads_here(self) -> bool:
+        """Whether psutil may read circusd's processes (circusd runs here, psutil
+        imports, ``stats_source`` allows it)."""
+        return self._usage is not None
+
+    def use_psutil(self) -> bool:
+        """Whether this check reads the processes with psutil (:meth:`read_processes`)."""
+        return self._usage is not None and not self.use_stream()
+
+    async def read_processes(self, names: Iterable[str],
+                             ) -> Dict[str, Optional[Dict[int, Process]]]:
+        """The figures of the processes of watchers ``names``, read with psutil in a
+        worker thread: ``{name: {pid: Process}}``, ``None`` for a watcher whose pids
+        circusd did not tell. Asks ``list`` only of the watchers whose pids are not
+        known from events, and of all every :data:`~circus_plugins.periodic.
+        SAFETY_REFRESH` seconds. Only when :meth:`use_psutil`; on the loop."""
+        assert self._usage is not None
+        names = list(names)
+        now = time.monotonic()
+        if now >= self._refresh_at:  # the safety net for events missed
+            self._refresh_at = now + SAFETY_REFRESH
+            self.processes.stale()
+        self.processes.keep(names)
+        await self.processes.refresh(self.ask, names)
+        pids = {name: self.processes.pids(name) for name in names}
+        every = set().union(*(found for found in pids.values() if found))
+        usage = self._usage
+        read = await self.loop.run_in_executor(None, usage.figures, every)
+        # A process psutil finds ended that no reap or kill took away: events missed?
+        gone = {pid for pid, _ in usage.gone}
+        self.processes.ended((name, pid) for name, found in pids.items()
+                             for pid in (found or ()) if pid in gone)
+        return {name: None if found is None else
+                {pid: read[pid] for pid in found if pid in read}
+                for name, found in pids.items()}
 
     def handle_stats(self, data: Tuple[bytes, bytes]) -> None:
         self.took_stat(self.figures.take(data))
@@ -112,8 +172,9 @@ class StreamObserver(BaseObserver):
         a :class:`~circus_plugins._stats.WatcherTotals` or ``None``); nothing by default."""
 
     def handle_recv(self, data: Tuple[bytes, bytes]) -> None:
-        event = read_event(self.log, data, fields=('reap', 'kill'))
+        event = read_event(self.log, data, fields=('reap', 'kill', 'spawn'))
         if event is not None:
+            self.processes.see(event)
             self.figures.handle_event(event.watcher, event.action,
                                       event.pid() if event.action in ('reap', 'kill')
                                       else None)
@@ -128,9 +189,12 @@ class FullStats(StreamObserver):
     """Every ``loop_rate`` seconds, sends gauges for each watcher: ``_stats.<watcher>.cpu_max``,
     ``cpu_sum`` (percent), ``mem_pct_max``, ``mem_pct_sum`` (percent), ``mem_max``,
     ``mem_sum`` (bytes), ``watchers_num`` (live processes) and ``spawn_count``;
-    ``_stats.error`` counts failed ``stats`` calls. Plugins are skipped. The figures come
-    from circusd-stats's stream or circusd's ``stats``, as option ``stats_source`` says
-    (see :class:`StreamObserver`).
+    ``_stats.error`` counts failed ``stats`` calls (and ``list`` calls, with psutil).
+    Plugins are skipped. The figures come from circusd-stats's stream, psutil or
+    circusd's ``stats``, as option ``stats_source`` says (see :class:`StreamObserver`);
+    with psutil, the watchers are learnt from one ``list`` (again every
+    :data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds) and ``add``/``remove``
+    events.
     """
 
     name = 'full_stats'
@@ -141,6 +205,7 @@ class FullStats(StreamObserver):
         # The watchers the stream spoke of, or events: circusd-stats says nothing of a
         # stopped watcher, which ``stats`` reports with no process.
         self._names: Set[str] = set()
+        self._names_at = -math.inf  # monotonic time of the next ``list`` of the watchers
 
     def took_event(self, event: Event) -> None:
         if event.action == 'remove':
@@ -160,6 +225,9 @@ class FullStats(StreamObserver):
                 if not watcher.startswith('plugin:'):
                     self._gauge_processes(watcher, self.figures.processes(watcher), None)
             return
+        if self.use_psutil():
+            await self._look_locally()
+            return
         reply = await self.ask('stats')
         if reply.get('status') != 'ok':
             self.log.warning('stats failed: %s', reply.get('reason'))
@@ -168,6 +236,25 @@ class FullStats(StreamObserver):
         for watcher, infos in (reply.get('infos') or {}).items():
             if not watcher.startswith('plugin:') and isinstance(infos, dict):
                 self._gauge_watcher(watcher, infos)
+
+    async def _look_locally(self) -> None:
+        now = time.monotonic()
+        if now >= self._names_at:
+            reply = await self.ask('list')
+            found = reply.get('watchers') if reply.get('status') == 'ok' else None
+            if not isinstance(found, list):
+                self.log.warning('list failed: %s', reply.get('reason'))
+                self.metrics.increment('_stats.error')
+                return
+            self._names_at = now + SAFETY_REFRESH
+            self._names = {name for name in found if isinstance(name, str)
+                           and 0 < len(name) <= MAX_TOPIC}
+        names = sorted(name for name in self._names if not name.startswith('plugin:'))
+        for watcher, found in (await self.read_processes(names)).items():
+            if found is None:
+                self.metrics.increment('_stats.error')
+            else:
+                self._gauge_processes(watcher, found, None)
 
     def _gauge_watcher(self, watcher: str, infos: Dict[str, Any]) -> None:
         self._gauge_processes(watcher, processes(infos), infos.get('spawn_count'))

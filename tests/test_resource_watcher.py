@@ -23,7 +23,9 @@ NOWHERE = ('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0)
 
 
 def make(**config):
+    """A ResourceWatcher reading scripted ``stats`` replies unless told otherwise."""
     config.setdefault('watcher', 'web')
+    config.setdefault('stats_source', 'poll')
     return ResourceWatcher(*NOWHERE, **config)
 
 
@@ -406,7 +408,8 @@ def stream_message(watcher, pid, **figures):
 
 
 def test_stats_source_option():
-    assert make().stats_source == 'auto' and make().wants_stats()
+    assert ResourceWatcher(*NOWHERE, watcher='web').stats_source == 'auto'
+    assert make(stats_source='auto').wants_stats()
     assert make(stats_source='Stream').stats_source == 'stream'
     assert not make(stats_source='poll').wants_stats()
     with pytest.raises(ConfigError, match="stats_source.*'sometimes'"):
@@ -449,6 +452,36 @@ def test_memory_hog_restarted_from_the_stream_alone(start_circusd):
                      interval=0.1, what='the hog to be restarted')
         assert counter.counts['stats'] == 0 and counter.counts['restart'] == 1
 
+
+
+def test_memory_hog_restarted_from_psutil_alone(start_circusd):
+    circusd = start_circusd(watchers={'hog': {'cmd': '%s %s hold 40' % (sys.executable, HOG)}})
+    before = wait_for(lambda: circusd.pids('hog'), what='the hog')
+    with CommandCounter(circusd.endpoint) as counter:
+        rw = ResourceWatcher(counter.endpoint, circusd.pubsub_endpoint, 1.0, watcher='hog',
+                             loop_rate='0.3', max_count='1', max_mem='25M', max_cpu='off',
+                             health_threshold='off')
+        with rw:
+            wait_for(lambda: circusd.pids('hog') not in ([], before), timeout=8,
+                     interval=0.1, what='the hog to be restarted')
+        assert counter.counts['stats'] == 0 and counter.counts['restart'] == 1
+        assert counter.counts['list'] <= 2, dict(counter.counts)
+
+
+def test_a_child_hog_signalled_from_psutil_alone(start_circusd, tmp_path):
+    status = tmp_path / 'status'
+    circusd = start_circusd(watchers={'parent': {
+        'cmd': '%s %s parent 40 %s' % (sys.executable, HOG, status)}})
+    with CommandCounter(circusd.endpoint) as counter:
+        rw = ResourceWatcher(counter.endpoint, circusd.pubsub_endpoint, 1.0,
+                             watcher='parent', process_children='true', loop_rate='0.3',
+                             max_count='1', max_mem='25M', max_cpu='off',
+                             health_threshold='off')
+        with rw:
+            wait_for(lambda: status.exists() and status.read_text(), timeout=8,
+                     interval=0.1, what='the child to be signalled')
+        assert status.read_text() == str(-signal.SIGTERM)
+        assert counter.counts['stats'] == 0 and counter.counts['signal'] == 1
 
 def test_unreachable_circusd_counts_errors(udp):
     rw = ResourceWatcher('tcp://127.0.0.1:1', 'tcp://127.0.0.1:2', 5.0, watcher='web',

@@ -1,11 +1,19 @@
 """_stats: circusd-stats's stream messages typed, and the latest figures kept by watcher."""
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
+import psutil
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from circus_plugins._stats import (LatestFigures, Process, ProcessStat, WatcherTotals,
-                                   read_stat)
+                                   read_stat, to_stats_source)
+from circus_plugins._usage import UsageReader, runs_here
+from circus_plugins.errors import ConfigError
 
 
 def message(topic, body):
@@ -133,3 +141,50 @@ def test_latest_figures_follow_reap_stop_and_remove():
     assert figures.processes('web') == {}
     figures.handle_event('db', 'remove')
     assert figures.watchers() == []
+
+
+# -- reading circusd's processes here, with psutil ----------------------------------------
+
+def test_to_stats_source_refuses_what_a_plugin_does_not_take():
+    assert to_stats_source(' PSUTIL ') == 'psutil'
+    with pytest.raises(ConfigError, match="'psutil' is not one of auto, stream, poll"):
+        to_stats_source('psutil', allowed=('auto', 'stream', 'poll'))
+
+
+@pytest.mark.parametrize('endpoint, ssh_server, here', [
+    ('tcp://127.0.0.1:5555', None, True),
+    ('tcp://127.1.2.3:5555', None, True),
+    ('tcp://localhost:5555', None, True),
+    ('tcp://[::1]:5555', None, True),
+    ('ipc:///tmp/circus.sock', None, True),
+    ('tcp://127.0.0.1:5555', 'me@there', False),  # tunnelled: circusd is elsewhere
+    ('tcp://10.0.0.5:5555', None, False),
+    ('tcp://0.0.0.0:5555', None, False),
+    ('tcp://db.example.com:5555', None, False),
+    ('tcp://127.0.0.1.evil:5555', None, False),
+    ('tcp://127.0.0.1', None, False),
+    ('garbage', None, False),
+])
+def test_circusd_runs_here_only_when_it_surely_does(endpoint, ssh_server, here):
+    assert runs_here(endpoint, ssh_server) is here
+
+
+def test_figures_of_a_process_as_circusd_stats_gives_them():
+    reader = UsageReader(psutil, children=True)
+    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
+    try:
+        first = reader.figures([os.getpid(), 2 ** 22 + 7])
+        assert set(first) == {os.getpid()} and reader.gone == {(2 ** 22 + 7, 0.0)}
+        me = first[os.getpid()]
+        # A process's first reading has CPU 0.0, as circusd's stats answers.
+        assert me.cpu == 0.0 and 0 < me.mem < 100
+        assert me.rss > 1 << 20
+        assert child.pid in [c.pid for c in me.children]
+        assert all(c.cpu is None and c.rss > 0 for c in me.children)
+        end = time.process_time() + 0.2
+        while time.process_time() < end:  # busy: CPU time to see
+            pass
+        assert reader.figures([os.getpid()])[os.getpid()].cpu > 10
+    finally:
+        child.kill()
+        child.wait()

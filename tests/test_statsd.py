@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -182,7 +183,7 @@ def test_full_stats_under_circusd(start_circusd, udp):
 def test_full_stats_counts_errors(caplog):
     def no_reply():
         raise CallError("'stats': no reply")
-    stats = FullStats(*NOWHERE)
+    stats = FullStats(*NOWHERE, stats_source='poll')
     stats.statsd = recorder = StatsdRecorder()
     with ScriptedCircusd(stats, {'stats': {'status': 'error', 'reason': 'busy'}}) as circusd:
         look_now(circusd)
@@ -194,7 +195,7 @@ def test_full_stats_counts_errors(caplog):
 
 
 def test_full_stats_reads_stats_as_the_resource_watcher_does():
-    stats = FullStats(*NOWHERE)
+    stats = FullStats(*NOWHERE, stats_source='poll')
     stats.statsd = recorder = StatsdRecorder()
     # JSON's true and 'N/A' are no figures; a process that ended meanwhile is a string.
     web = {'1': {'pid': 1, 'cpu': True, 'mem': 'N/A', 'mem_info1': 'N/A'},
@@ -264,6 +265,31 @@ def test_full_stats_reads_the_stream_once_it_is_live(start_circusd):
             assert counter.counts['stats'] == asked, (dict(counter.counts), asked)
     mem_max = [value for name, value in recorder.gauges if name == '_stats.sleeper.mem_max']
     assert mem_max[0] > 100000
+
+
+def test_full_stats_reads_the_processes_with_psutil_asking_no_stats(start_circusd):
+    hog = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'resource_hog.py')
+    circusd = start_circusd(watchers={
+        'sleeper': {'cmd': 'sleep 1000', 'numprocesses': 2},
+        'busy': {'cmd': '%s %s cpu' % (sys.executable, hog)}})
+    with CommandCounter(circusd.endpoint) as counter:
+        stats = FullStats(counter.endpoint, circusd.pubsub_endpoint, 1.0, loop_rate='0.2')
+        stats.statsd = recorder = StatsdRecorder()
+        with stats:
+            # A busy process shows CPU (its first reading is 0.0, as circusd's).
+            wait_for(lambda: ('_stats.sleeper.watchers_num', 2) in recorder.gauges and any(
+                name == '_stats.busy.cpu_max' and value > 5
+                for name, value in recorder.gauges), timeout=8, what='the busy CPU')
+            lists = counter.counts['list']
+            rounds = recorder.gauges.count(('_stats.sleeper.watchers_num', 2))
+            wait_for(lambda: recorder.gauges.count(('_stats.sleeper.watchers_num', 2))
+                     >= rounds + 3, what='three more rounds')
+            # The pids come from events now: no more list (until the safety refresh).
+            assert counter.counts['list'] == lists <= 4, dict(counter.counts)
+    assert counter.counts['stats'] == 0, dict(counter.counts)
+    figures = dict(recorder.gauges)
+    assert 100000 < figures['_stats.sleeper.mem_max'] < figures['_stats.sleeper.mem_sum']
+    assert 0 < figures['_stats.sleeper.mem_pct_max'] < 5
 
 
 # -- a replaced client -----------------------------------------------------------------------
@@ -508,3 +534,4 @@ def test_emitter_from_circus_plugin(start_circusd, udp):
                        config=config) as plugin:
         udp.wait_lines(lambda lines: 'circus.cli.watcher.blink.reap:1|c' in lines)
     assert plugin.returncode == 0
+

@@ -38,8 +38,8 @@ from tornado.web import Application, RequestHandler
 
 from .._processes import Processes
 from .._redact import add_secret
-from .._stats import LatestFigures
-from .._usage import Usage, UsageReader, to_stats_source
+from .._stats import LatestFigures, to_stats_source
+from .._usage import Usage, UsageReader
 from ..config import MAX_COUNT, to_host
 from ..errors import ConfigError, PluginLoadError
 from ..events import EXIT, Event, Exits, read_event, whole
@@ -113,7 +113,9 @@ class PrometheusExporter(PeriodicPlugin):
         self.children = o('children', False, bool)
         #: Where resident memory comes from: circusd-stats's stream or psutil (the CPU
         #: seconds always from psutil: the stream has percents).
-        self.stats_source = o('stats_source', 'auto', to_stats_source)
+        # (no 'psutil': its figures other than the stream's come from psutil anyway)
+        self.stats_source = o('stats_source', 'auto', to_stats_source,
+                              allowed=('auto', 'stream', 'poll'))
         self.user = o('basic_auth_user', '')
         self._password = o('basic_auth_password', '')
         if bool(self.user) != bool(self._password):
