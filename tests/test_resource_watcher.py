@@ -418,6 +418,13 @@ def test_stats_source_option():
     assert not make(process_children='true').wants_stats()
     with pytest.raises(ConfigError, match="stats_source.*process_children"):
         make(process_children='true', stats_source='stream')
+    # psutil reads this machine: refused when circusd is elsewhere, or may be.
+    with pytest.raises(ConfigError, match="^plugin resource_watcher: option 'stats_source'"
+                                          ": 'psutil' .* at tcp://10.0.0.5:5555$"):
+        ResourceWatcher('tcp://10.0.0.5:5555', 'tcp://10.0.0.5:5556', 5.0, watcher='web',
+                        stats_source='psutil')
+    assert make(stats_source='auto').reads_here()
+    assert not ResourceWatcher(*NOWHERE, 'me@there', watcher='web').reads_here()
 
 
 def test_the_rules_on_the_stream_ask_no_stats(rig):

@@ -169,6 +169,11 @@ def test_circusd_runs_here_only_when_it_surely_does(endpoint, ssh_server, here):
     assert runs_here(endpoint, ssh_server) is here
 
 
+@given(st.text(), st.one_of(st.none(), st.text()))
+def test_runs_here_takes_any_text(endpoint, ssh_server):
+    assert runs_here(endpoint, ssh_server) in (True, False)
+
+
 def test_figures_of_a_process_as_circusd_stats_gives_them():
     reader = UsageReader(psutil, children=True)
     child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
