@@ -34,6 +34,7 @@ Example::
 import logging
 import operator
 import re
+import time
 from typing import (Any, Container, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple,
                     Union)
 
@@ -188,7 +189,8 @@ class ResourceWatcher(StreamObserver):
         if self.use_stream():
             return self.figures.processes(self.watcher)
         if self.use_psutil():
-            found = (await self.read_processes([self.watcher]))[self.watcher]
+            due = self.refresh_due([self.watcher], time.monotonic())
+            found = (await self.read_processes([self.watcher], due))[self.watcher]
             if found is None:
                 self._count_metric('error')
                 self._say_once('stats', logging.WARNING, '%s: cannot list its processes',

@@ -16,7 +16,6 @@ Example ``circus.ini`` section::
     port = 8125
     application_name = web
 """
-import math
 import time
 from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
@@ -26,7 +25,7 @@ from ._stats import (LatestFigures, Process, ProcessStat, WatcherTotals, process
 from ._usage import UsageReader, runs_here
 from .errors import ConfigError
 from .events import MAX_TOPIC, Event, read_event
-from .periodic import SAFETY_REFRESH, PeriodicPlugin
+from .periodic import PeriodicPlugin
 from .statsd_client import Pipeline, StatsdClient
 from .statsd_plugin import StatsdPlugin
 
@@ -84,7 +83,8 @@ class StreamObserver(BaseObserver):
     only, as circus 0.19; no stream socket). :attr:`figures` keeps the stream's latest
     figures, following circusd's ``reap``, ``kill``, ``stop`` and ``remove`` events;
     :attr:`processes` the pids psutil reads, from events and one ``list`` of each
-    watcher (again every :data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds).
+    watcher (again at its safety refresh, :meth:`~circus_plugins.periodic.
+    PeriodicPlugin.refresh_due`).
     Plugin thread only.
     """
 
@@ -96,7 +96,6 @@ class StreamObserver(BaseObserver):
         self.figures = LatestFigures()
         #: The pids of the watchers read with psutil, kept from events.
         self.processes = Processes()
-        self._refresh_at = -math.inf  # monotonic time of the next safety refresh
         self._usage: Optional[UsageReader] = None
         here = runs_here(endpoint, ssh_server)
         if self.stats_source == 'psutil' and not here:
@@ -137,20 +136,19 @@ class StreamObserver(BaseObserver):
         """Whether this check reads the processes with psutil (:meth:`read_processes`)."""
         return self._usage is not None and not self.use_stream()
 
-    async def read_processes(self, names: Iterable[str],
+    async def read_processes(self, names: Iterable[str], due: Iterable[str] = (),
                              ) -> Dict[str, Optional[Dict[int, Process]]]:
         """The figures of the processes of watchers ``names``, read with psutil in a
         worker thread: ``{name: {pid: Process}}``, ``None`` for a watcher whose pids
         circusd did not tell. Asks ``list`` only of the watchers whose pids are not
-        known from events, and of all every :data:`~circus_plugins.periodic.
-        SAFETY_REFRESH` seconds. Only when :meth:`use_psutil`; on the loop."""
+        known from events, and of those in ``due`` (their safety refresh, from
+        :meth:`~circus_plugins.periodic.PeriodicPlugin.refresh_due`). Only when
+        :meth:`use_psutil`; on the loop."""
         assert self._usage is not None
         names = list(names)
-        now = time.monotonic()
-        if now >= self._refresh_at:  # the safety net for events missed
-            self._refresh_at = now + SAFETY_REFRESH
-            self.processes.stale()
         self.processes.keep(names)
+        for name in due:
+            self.processes.stale(name)
         await self.processes.refresh(self.ask, names)
         pids = {name: self.processes.pids(name) for name in names}
         every = set().union(*(found for found in pids.values() if found))
@@ -192,9 +190,8 @@ class FullStats(StreamObserver):
     ``_stats.error`` counts failed ``stats`` calls (and ``list`` calls, with psutil).
     Plugins are skipped. The figures come from circusd-stats's stream, psutil or
     circusd's ``stats``, as option ``stats_source`` says (see :class:`StreamObserver`);
-    with psutil, the watchers are learnt from one ``list`` (again every
-    :data:`~circus_plugins.periodic.SAFETY_REFRESH` seconds) and ``add``/``remove``
-    events.
+    with psutil, the watchers are learnt from one ``list`` (again at its safety refresh)
+    and ``add``/``remove`` events.
     """
 
     name = 'full_stats'
@@ -205,7 +202,6 @@ class FullStats(StreamObserver):
         # The watchers the stream spoke of, or events: circusd-stats says nothing of a
         # stopped watcher, which ``stats`` reports with no process.
         self._names: Set[str] = set()
-        self._names_at = -math.inf  # monotonic time of the next ``list`` of the watchers
 
     def took_event(self, event: Event) -> None:
         if event.action == 'remove':
@@ -238,19 +234,21 @@ class FullStats(StreamObserver):
                 self._gauge_watcher(watcher, infos)
 
     async def _look_locally(self) -> None:
-        now = time.monotonic()
-        if now >= self._names_at:
+        names = sorted(name for name in self._names if not name.startswith('plugin:'))
+        # '' (no watcher's name): the safety refresh of the watchers' names themselves.
+        due = self.refresh_due([''] + names, time.monotonic())
+        if '' in due:
             reply = await self.ask('list')
             found = reply.get('watchers') if reply.get('status') == 'ok' else None
             if not isinstance(found, list):
                 self.log.warning('list failed: %s', reply.get('reason'))
                 self.metrics.increment('_stats.error')
+                self.refresh_everything()  # events may be missed: all again next time
                 return
-            self._names_at = now + SAFETY_REFRESH
             self._names = {name for name in found if isinstance(name, str)
                            and 0 < len(name) <= MAX_TOPIC}
-        names = sorted(name for name in self._names if not name.startswith('plugin:'))
-        for watcher, found in (await self.read_processes(names)).items():
+            names = sorted(name for name in self._names if not name.startswith('plugin:'))
+        for watcher, found in (await self.read_processes(names, due)).items():
             if found is None:
                 self.metrics.increment('_stats.error')
             else:

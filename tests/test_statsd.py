@@ -267,6 +267,39 @@ def test_full_stats_reads_the_stream_once_it_is_live(start_circusd):
     assert mem_max[0] > 100000
 
 
+def test_full_stats_with_psutil_lists_once_then_follows_events():
+    sleeper = subprocess.Popen(['sleep', '30'])
+
+    def listing(name=None):
+        if name is None:
+            return {'status': 'ok', 'watchers': ['web', 'plugin:stats']}
+        return {'status': 'ok', 'pids': [os.getpid()]}
+
+    def commands(circusd):
+        circusd.settle()
+        return sorted((command, sorted(props.items())) for command, props in iter(
+            lambda: circusd.commands.get_nowait() if not circusd.commands.empty() else None,
+            None))
+    stats = FullStats(*NOWHERE, stats_source='psutil')
+    stats.statsd = recorder = StatsdRecorder()
+    try:
+        with ScriptedCircusd(stats, {'list': listing}) as circusd:
+            look_now(circusd)
+            assert commands(circusd) == [('list', []), ('list', [('name', 'web')])]
+            assert ('_stats.web.watchers_num', 1) in recorder.gauges
+            # The pids follow the events: no more list.
+            circusd.feed('web', 'spawn', process_pid=sleeper.pid)
+            look_now(circusd)
+            assert circusd.no_command()
+            assert dict(recorder.gauges)['_stats.web.watchers_num'] == 2
+            # Events may have been missed (a reconnection): everything is asked again.
+            circusd.on_loop(stats.refresh_everything)
+            look_now(circusd)
+            assert commands(circusd) == [('list', []), ('list', [('name', 'web')])]
+    finally:
+        end_process(sleeper)
+
+
 def test_full_stats_reads_the_processes_with_psutil_asking_no_stats(start_circusd):
     hog = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'resource_hog.py')
     circusd = start_circusd(watchers={
