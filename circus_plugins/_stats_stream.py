@@ -89,7 +89,9 @@ class StatsStream:
         if self.endpoint is not None:
             self._connect_to(self.endpoint)
         else:
-            self._ask_soon()
+            # Not the task itself: the plugin's start may still fail before the loop
+            # runs, and a task never run is a coroutine never awaited.
+            self._timer = self._loop.call_later(0, self._ask_soon)
 
     @property
     def live(self) -> bool:
