@@ -730,6 +730,7 @@ def test_command_reloader_fuzzed_still_restarts_on_a_change(tmp_path, caplog):
     replies = {'list': listing, 'get': {'status': 'ok', 'options': {'cmd': str(web)}},
                'status': {'status': 'active'}}
     plugin = CommandReloader(*NOWHERE, 0.0, loop_rate='0.02')
+    plugin.safety_refresh = 0  # every look lists: the looks are counted by their list
     with ScriptedCircusd(plugin, replies, ignore=['list', 'get', 'status']) as circusd:
         wait_for(lambda: 'web' in plugin.watches and plugin.watches['web'].stamps,
                  what='a first look')
@@ -766,7 +767,7 @@ def test_statsd_emitter_fuzzed_still_counts(udp, caplog):
 def test_full_stats_fuzzed_still_counts_spawns(udp, caplog):
     replies = {'stats': {'status': 'ok', 'infos': {'web': {'1': {'cpu': 1.0, 'mem': 2.0}}}}}
     plugin = FullStats(*NOWHERE, 0.0, host='127.0.0.1', port=str(udp.port),
-                       loop_rate='0.02')
+                       loop_rate='0.02', stats_source='poll')  # circusd's scripted stats
     def still_counts():
         before = circusd.on_loop(lambda: plugin._spawns.get('web', 0))
         circusd.feed_raw((b'watcher.web.spawn', b'\xff'), (b'watcher.web.spawn', b'{}'))
