@@ -1,7 +1,6 @@
 """PluginHost: many plugins in one process, under a real circusd 0.19."""
 import asyncio
 import json
-import sys
 from concurrent.futures import Future as ThreadFuture
 
 import pytest
@@ -12,7 +11,9 @@ from circus_plugins.host import PluginHost
 from circus_plugins.testing import CommandCounter, PluginProcess, wait_for
 from conftest import PLUGIN_ENV
 
-FLAKY = {'cmd': sys.executable + ' -c "raise SystemExit(3)"', 'numprocesses': 1}
+# A shell, not Python: it dies as soon as it starts even on a loaded machine, where a
+# Python taking half a second to start put two deaths more than Flapping's window apart.
+FLAKY = {'cmd': 'sh -c "exit 3"', 'numprocesses': 1}
 #: circusd reaps (and respawns) flaky at each check: every 0.3 s, Flapping's two deaths,
 #: its retry and two more deaths come in about 2 s, far from the 9 s waited for them.
 QUICK = {'check_delay': 0.3}
@@ -25,7 +26,7 @@ def plugins_ini(tmp_path, circusd, udp, **extra_sections):
         'statsd': {'use': 'circus_plugins.statsd.StatsdEmitter', 'host': '127.0.0.1',
                    'port': udp.port},
         'flapping': {'use': 'circus_plugins.flapping.Flapping', 'attempts': 2,
-                     'window': 1, 'retry_in': 0.5, 'max_retry': 1},
+                     'window': 3, 'retry_in': 0.5, 'max_retry': 1},
         'dump': {'use': 'sample_plugins.EventDump', 'dump': tmp_path / 'events.txt'},
     }
     sections.update(extra_sections)
@@ -70,7 +71,10 @@ def test_all_sections_in_one_process_from_circus_plugin(start_circusd, tmp_path,
         late={'use': 'sample_plugins.FailsToStart', 'tries': tmp_path / 'tries.txt'})
     with PluginProcess('', circusd, args=['--ini', str(ini), '--all'],
                        env=PLUGIN_ENV) as host:
-        check_the_three_plugins(tmp_path, circusd, udp)
+        try:
+            check_the_three_plugins(tmp_path, circusd, udp)
+        except TimeoutError as exc:
+            raise AssertionError('%s; the host said:\n%s' % (exc, host.log())) from None
         log = host.log()
         assert "[plugin:bad] left out: plugin statsd: option 'port': 'notaport'" in log
         wait_for(lambda: '[plugin:late] running' in host.log(), timeout=6,
