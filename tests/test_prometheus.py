@@ -361,6 +361,17 @@ def scripted_exporter(**options):
                               stats_source='poll', **options)
 
 
+def poll_once(circusd, plugin):
+    """Run one poll of ``plugin`` under the ScriptedCircusd ``circusd``; the commands it
+    sent that were not ignored."""
+    circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
+    circusd.settle()
+    asked = []
+    while not circusd.commands.empty():
+        asked.append(circusd.next_command())
+    return asked
+
+
 def test_untrusted_events_and_replies_never_escape_and_the_page_still_renders(caplog):
     events = untrusted_events(['spawn', 'reap', 'kill', 'stop', 'flapping'])
     junk = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(
@@ -417,12 +428,7 @@ def test_a_process_stats_is_asked_once_not_every_watchers_at_every_poll():
             'get': {'status': 'ok', 'options': {'numprocesses': 2}}},
             ignore=('status', 'list', 'get')) as circusd:
         def poll():
-            circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
-            circusd.settle()
-            asked = []
-            while not circusd.commands.empty():
-                asked.append(circusd.next_command())
-            return asked
+            return poll_once(circusd, plugin)
         poll()                        # the one at start may have run: start afresh
         circusd.feed('web', 'spawn', process_pid=10, time=100.0)  # pid 10 used again
         assert poll() == [('stats', {'name': 'web', 'process': 10})]
@@ -450,12 +456,7 @@ def test_a_process_found_ended_without_its_event_has_its_watcher_listed_again_on
             'get': {'status': 'ok', 'options': {'numprocesses': 2}}},
             ignore=('status', 'stats', 'get')) as circusd:
         def poll():
-            circusd.on_loop(lambda: plugin.loop.add_callback(plugin.look_now))
-            circusd.settle()
-            asked = []
-            while not circusd.commands.empty():
-                asked.append(circusd.next_command())
-            return asked
+            return poll_once(circusd, plugin)
         poll()                                 # the one at start may have run
         pids[:], ended = [10, 12], {11}        # 11 ended, 12 came: both events missed
         assert poll() == [] and poll() == []   # found ended; its reap may be on its way
