@@ -112,6 +112,17 @@ def caught_up(circusd, events, watcher):
     circusd.call('decr', name=watcher)
 
 
+def asked_since(counter, before, polls):
+    """What a polling plugin behind ``counter`` (a CommandCounter) asked besides
+    ``status`` since ``before`` (a snapshot of it), once it has polled ``polls`` more times
+    (each poll asks ``status`` once)."""
+    wait_for(lambda: counter.snapshot().get('status', 0) >= before.get('status', 0) + polls,
+             what='%d polls' % polls)
+    return {command: count - before.get(command, 0) for command, count
+            in counter.snapshot().items()
+            if command != 'status' and count != before.get(command, 0)}
+
+
 def look_now(circusd):
     """Run the periodic check of ``circusd``'s plugin (a ScriptedCircusd's) once, as its
     timer would, and wait until it has ended."""

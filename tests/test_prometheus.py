@@ -21,7 +21,7 @@ from circus_plugins import ConfigError, PluginLoadError
 from circus_plugins._usage import Usage
 from circus_plugins.prometheus import RENDER_DELAY, PrometheusExporter
 from circus_plugins.testing import CommandCounter, ScriptedCircusd, run_on_loop, wait_for
-from conftest import MARKER, heard, plugin_running, running_beside, untrusted_events
+from conftest import MARKER, asked_since, heard, plugin_running, running_beside, untrusted_events
 from receivers import PROMTOOL
 
 WEB = {'cmd': 'sleep 1000', 'numprocesses': 2}
@@ -176,39 +176,33 @@ def test_at_rest_it_asks_only_status_and_events_make_only_the_questions_they_nee
             return sample(plugin, 'circus_process_start_time_seconds', watcher=watcher,
                           wid=wid)
 
-        def asked_since(before, looks=3):
-            """What the exporter asked besides ``status`` since ``before``, over
-            ``looks`` more polls."""
-            wait_for(lambda: counter.snapshot().get('status', 0) >= before.get(
-                'status', 0) + looks, what='%d polls' % looks)
-            return {command: count - before.get(command, 0) for command, count
-                    in counter.snapshot().items()
-                    if command != 'status' and count != before.get(command, 0)}
+        def asked(before, looks=3):
+            return asked_since(counter, before, looks)
 
         plugin.safety_refresh = 1e9  # the spread refresh is not what is counted here
         wait_for(lambda: started('2') and started('2', 'db'), what='every process known')
         # Events of circusd's start that came while a first list was answered make that
         # watcher be asked again at the next poll: at rest once a poll asks nothing more.
-        wait_for(lambda: asked_since(counter.snapshot(), looks=1) == {},
+        wait_for(lambda: asked(counter.snapshot(), looks=1) == {},
                  what='a poll asking only status')
-        assert asked_since(counter.snapshot()) == {}              # at rest: status only
+        assert asked(counter.snapshot()) == {}              # at rest: status only
         before, first = counter.snapshot(), started('1')
         os.kill(circusd.pids('web')[0], signal.SIGKILL)           # a crash and its respawn
         wait_for(lambda: (started('1') or 0) > first and sample(
             plugin, 'circus_watcher_processes', watcher='web') == 2, what='the new process')
-        assert asked_since(before) == {'stats': 1}                # its wid and start, once
+        assert asked(before) == {'stats': 1}                # its wid and start, once
         before = counter.snapshot()
         circusd.call('incr', name='web')
         wait_for(lambda: started('3') and sample(plugin, 'circus_watcher_desired_processes',
                                                  watcher='web') == 3, what='incr seen')
         assert sample(plugin, 'circus_watcher_processes', watcher='web') == 3
-        assert asked_since(before) == {'get': 1, 'stats': 1}      # about web only
+        assert asked(before) == {'get': 1, 'stats': 1}      # about web only
         before = counter.snapshot()
         circusd.call('decr', name='web')                          # publishes only kill
         wait_for(lambda: sample(plugin, 'circus_watcher_desired_processes',
                                 watcher='web') == 2 and sample(
             plugin, 'circus_watcher_processes', watcher='web') == 2, what='decr seen')
-        assert asked_since(before) == {'get': 1}
+        assert asked(before) == {'get': 1}
 
 
 def test_with_circusd_stats_memory_comes_from_its_stream_unless_told_to_poll(start_circusd):
